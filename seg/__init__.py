@@ -1,0 +1,3 @@
+"""seg: segmentation under class imbalance, done right and measured."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,355 @@
+"""Typed configuration: load YAML, apply overrides, validate once.
+
+This is the only module that reads raw config dicts. Everything below it takes a
+validated :class:`Config` (or plain arguments taken from it).
+
+Loading order (later wins): ``configs/base.yaml`` (every default, with comments),
+the user's config file (only what differs), then ``--set key=value`` overrides.
+Unknown keys and wrong types raise :class:`ConfigError`, which the scripts turn
+into one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BASE_CONFIG = REPO_ROOT / "configs" / "base.yaml"
+WEIGHTINGS = ("none", "global", "per_channel", "per_batch", "class_map", "border_map")
+
+
+class ConfigError(ValueError):
+    """A user mistake in a config file or override; the message names file and key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class RunConfig(_Section):
+    name: str
+    out_dir: str
+    seed: int
+
+
+class DataConfig(_Section):
+    root: str
+    mask_format: Literal["binary", "index", "multilabel", "instance"]
+    classes: list[str]
+    positive_values: Optional[list[int]]
+    ignore_index: Optional[int]
+    image_size: int
+    num_workers: int
+    val_fraction: float
+    split_seed: int
+    val_stems: Optional[list[str]]
+    samples_per_epoch: Optional[int]
+    max_val_images: Optional[int]
+    synthetic: bool
+
+    @field_validator("image_size")
+    @classmethod
+    def _multiple_of_32(cls, value: int) -> int:
+        if value <= 0 or value % 32:
+            raise ValueError(f"must be a positive multiple of 32 (U-Net downsamples 5 times), got {value}")
+        return value
+
+    @field_validator("val_fraction")
+    @classmethod
+    def _fraction(cls, value: float) -> float:
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"must be between 0 and 1, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _format_keys(self) -> "DataConfig":
+        if not self.classes:
+            raise ValueError("data.classes must name at least one channel")
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"data.classes has duplicate names: {self.classes}")
+        if self.mask_format in ("binary", "instance") and len(self.classes) != 1:
+            raise ValueError(f"data.mask_format {self.mask_format} has one channel; data.classes must list one name")
+        return self
+
+
+class ModelConfig(_Section):
+    arch: str
+    encoder: str
+    encoder_weights: Optional[str]
+
+
+class TrainConfig(_Section):
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    device: Literal["auto", "cpu", "cuda"]
+    amp: bool
+    channels_last: bool
+    max_steps_per_epoch: Optional[int]
+
+
+class BorderConfig(_Section):
+    instances_from: Literal["instance", "positive", "negative"]
+    connectivity: Literal[4, 8]
+    w0: float
+    sigma: float
+
+
+class LossConfig(_Section):
+    weighting: Literal["none", "global", "per_channel", "per_batch", "class_map", "border_map"]
+    apply_as: Literal["pos_weight", "weight"]
+    negatives: Literal["pixels", "all_zero"]
+    clamp: tuple[float, float]
+    normalize: bool
+    stats_file: Optional[str]
+    ema: Optional[float]
+    border: BorderConfig
+
+    @field_validator("clamp")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 < value[0] <= value[1]:
+            raise ValueError(f"must be [min, max] with 0 < min <= max, got {list(value)}")
+        return value
+
+    @field_validator("ema")
+    @classmethod
+    def _momentum(cls, value: Optional[float]) -> Optional[float]:
+        if value is not None and not 0.0 <= value < 1.0:
+            raise ValueError(f"must be in [0, 1) (weight of the previous value), got {value}")
+        return value
+
+
+class MetricsConfig(_Section):
+    threshold: Literal["0.5", "prior_corrected", "tuned"]
+    empty: Literal["nan", "one", "zero"]
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _number_to_name(cls, value: Any) -> Any:
+        return "0.5" if value == 0.5 else value
+
+
+class WandbConfig(_Section):
+    mode: Literal["offline", "online", "disabled"]
+    project: str
+    group: Optional[str]
+    log_images: int
+
+
+class LoggingConfig(_Section):
+    wandb: WandbConfig
+
+
+class Config(_Section):
+    run: RunConfig
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    loss: LossConfig
+    metrics: MetricsConfig
+    logging: LoggingConfig
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Config":
+        fmt, loss = self.data.mask_format, self.loss
+        if loss.negatives == "all_zero" and fmt != "multilabel":
+            raise ValueError(
+                "loss.negatives: all_zero applies to multilabel masks only "
+                f"(data.mask_format is {fmt}: every valid pixel belongs to some class); use pixels"
+            )
+        if fmt == "binary" and not self.data.positive_values:
+            raise ValueError("data.positive_values must list the mask values of the positive class for binary masks")
+        if loss.weighting == "border_map" and fmt == "index":
+            raise ValueError(
+                "loss.weighting: border_map needs instances; index masks (e.g. CamVid) have none. "
+                "Use class_map, per_channel or per_batch"
+            )
+        if loss.weighting == "border_map" and loss.border.instances_from == "instance" and fmt != "instance":
+            raise ValueError(
+                "loss.border.instances_from: instance needs data.mask_format instance; "
+                "for a binary mask use positive or negative (connected components of that class)"
+            )
+        return self
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.data.classes)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def read_yaml(path: Path) -> dict:
+    """Read a YAML mapping; a missing file or bad YAML is a ConfigError naming the file."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (run:, data:, ...), got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    """Return ``base`` updated recursively by ``update`` (neither is modified)."""
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.epochs=2"`` -> (["train", "epochs"], 2). Values are YAML scalars/lists."""
+    key, sep, raw = text.partition("=")
+    key = key.strip().lstrip("-")
+    if not sep or not key:
+        raise ConfigError(f"override {text!r}: expected key=value, e.g. train.epochs=2")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict, overrides: list[str], defaults: dict) -> dict:
+    """Apply ``key=value`` overrides; a key that is not in the defaults is refused."""
+    result = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node, known = result, defaults
+        for part in path[:-1]:
+            if not isinstance(known, dict) or part not in known:
+                raise ConfigError(f"override {text!r}: unknown key '{'.'.join(path)}'")
+            known = known[part]
+            node = node.setdefault(part, {})
+        if not isinstance(known, dict) or path[-1] not in known:
+            raise ConfigError(f"override {text!r}: unknown key '{'.'.join(path)}'")
+        node[path[-1]] = value
+    return result
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-after"))
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key (see configs/base.yaml for the keys)"
+    elif first["type"] == "missing":
+        msg = "missing key"
+    elif "input" in first and first["type"] != "value_error":
+        msg = f"{msg} (got {first['input']!r})"
+    where = f"key '{key}': " if key else ""
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{source}: {where}{msg}{more}"
+
+
+def _coerce_numbers(raw: Any) -> Any:
+    """YAML reads ``1e-3`` as a string and ``2`` where a float is meant: fix those only."""
+    if isinstance(raw, dict):
+        return {k: _coerce_numbers(v) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [_coerce_numbers(v) for v in raw]
+    if isinstance(raw, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", raw):
+        return float(raw)
+    return raw
+
+
+_FLOAT_KEYS = {
+    ("train", "lr"), ("train", "weight_decay"), ("data", "val_fraction"), ("loss", "ema"),
+    ("loss", "border", "w0"), ("loss", "border", "sigma"),
+}
+
+
+def _ints_to_floats(raw: dict) -> dict:
+    """Strict validation refuses ``lr: 1``; accept integers where floats are meant."""
+    raw = copy.deepcopy(raw)
+    for path in _FLOAT_KEYS:
+        node = raw
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(path[-1]), int) and not isinstance(node[path[-1]], bool):
+            node[path[-1]] = float(node[path[-1]])
+    clamp = raw.get("loss", {}).get("clamp") if isinstance(raw.get("loss"), dict) else None
+    if isinstance(clamp, list):
+        raw["loss"]["clamp"] = tuple(float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+                                     for v in clamp)
+    return raw
+
+
+def validate(raw: dict, source: str) -> Config:
+    """Validate a merged raw dict into a Config, or raise ConfigError naming ``source``."""
+    try:
+        return Config.model_validate(_ints_to_floats(_coerce_numbers(raw)))
+    except ValidationError as err:
+        raise ConfigError(_format_error(source, err)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Load ``path`` over ``configs/base.yaml``, apply ``overrides``, validate."""
+    path = Path(path)
+    defaults = read_yaml(BASE_CONFIG)
+    user = read_yaml(path)
+    merged = apply_overrides(deep_merge(defaults, user), overrides or [], defaults)
+    source = f"{path}" + (" (with --set)" if overrides else "")
+    return validate(merged, source)
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """Plain dict (lists, not tuples) ready for YAML or W&B."""
+    return cfg.model_dump(mode="json")
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def replace(cfg: Config, **sections: dict) -> Config:
+    """A copy of ``cfg`` with some keys changed, e.g. ``replace(cfg, data={"val_stems": [...]})``."""
+    return validate(deep_merge(config_to_dict(cfg), sections), "config")
+
+
+def config_diff(a: Config, b: Config, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Dotted keys whose values differ between two configs."""
+    out: list[str] = []
+
+    def walk(x: Any, y: Any, prefix: str) -> None:
+        if isinstance(x, dict) and isinstance(y, dict):
+            for key in sorted(set(x) | set(y)):
+                walk(x.get(key), y.get(key), f"{prefix}.{key}" if prefix else key)
+        elif x != y and prefix not in ignore:
+            out.append(prefix)
+
+    walk(config_to_dict(a), config_to_dict(b), "")
+    return out
+
+
+_ENV = re.compile(r"\$\{(\w+)\}")
+
+
+def expand_path(text: str) -> Path:
+    """Expand ``${VAR}`` (SEG_SHARED_DATA defaults to ../shared/data) and resolve against the repo root."""
+
+    def sub(match: re.Match) -> str:
+        name = match.group(1)
+        if name == "SEG_SHARED_DATA":
+            return os.environ.get(name, str(REPO_ROOT.parent / "shared" / "data"))
+        if name not in os.environ:
+            raise ConfigError(f"path {text!r}: environment variable {name} is not set")
+        return os.environ[name]
+
+    path = Path(_ENV.sub(sub, text)).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path

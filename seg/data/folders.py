@@ -1,0 +1,122 @@
+"""Find images and their masks on disk, and split them into train and val.
+
+Accepted layouts under ``data.root``::
+
+    root/images/, root/masks/ [, root/instances/]            one folder: split by val_fraction
+    root/train/{images,masks}/ [, root/val/{images,masks}/]  split folders
+
+A split folder with images but no ``masks/`` (ISBI ``test/``) is an unlabelled
+prediction set, never a split. Files are matched by stem (``a.png`` <-> ``a.png``).
+For multilabel masks stored one file per channel: ``masks/<channel>/<stem>.png``.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from seg.data.masks import DataError, MaskSpec
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image with its mask file(s) and optional instance labels."""
+
+    stem: str
+    image: Path
+    masks: tuple[Path, ...]
+    instances: Path | None = None
+
+
+def _files_by_stem(folder: Path) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            if path.stem in files:
+                raise DataError(f"{path}: duplicate file stem '{path.stem}' (also {files[path.stem].name})")
+            files[path.stem] = path
+    return files
+
+
+def _mask_files(mask_dir: Path, spec: MaskSpec) -> dict[str, tuple[Path, ...]]:
+    """Stem -> mask file(s). Multilabel with one folder per channel needs every channel."""
+    channel_dirs = [mask_dir / name for name in spec.classes]
+    if spec.fmt == "multilabel" and spec.num_classes > 1 and all(d.is_dir() for d in channel_dirs):
+        per_channel = [_files_by_stem(d) for d in channel_dirs]
+        stems = set().union(*per_channel)
+        for name, files in zip(spec.classes, per_channel):
+            missing = sorted(stems - set(files))
+            if missing:
+                raise DataError(f"{mask_dir / name}: no mask for '{missing[0]}' in channel '{name}' "
+                                f"({len(missing)} missing); every channel needs a file per image")
+        return {stem: tuple(files[stem] for files in per_channel) for stem in sorted(stems)}
+    return {stem: (path,) for stem, path in _files_by_stem(mask_dir).items()}
+
+
+def find_samples(split_dir: Path, spec: MaskSpec, need_instances: bool = False) -> list[Sample]:
+    """Pair ``images/`` with ``masks/`` (and ``instances/``) by stem; refuse any unmatched file."""
+    image_dir, mask_dir, inst_dir = split_dir / "images", split_dir / "masks", split_dir / "instances"
+    for folder in (image_dir, mask_dir):
+        if not folder.is_dir():
+            raise DataError(f"{folder}: folder not found (expected {split_dir}/images and {split_dir}/masks)")
+    images, masks = _files_by_stem(image_dir), _mask_files(mask_dir, spec)
+    if not images:
+        raise DataError(f"{image_dir}: no images found ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    for stem in sorted(images):
+        if stem not in masks:
+            raise DataError(f"{images[stem]}: image has no mask (looked for {mask_dir}/{stem}.*)")
+    for stem in sorted(masks):
+        if stem not in images:
+            raise DataError(f"{masks[stem][0]}: mask has no image (looked for {image_dir}/{stem}.*)")
+    instances: dict[str, Path] = {}
+    if need_instances:
+        if not inst_dir.is_dir():
+            raise DataError(f"{inst_dir}: folder not found; loss.border.instances_from: instance needs "
+                            "16-bit instance labels beside images/ and masks/")
+        instances = _files_by_stem(inst_dir)
+        missing = sorted(set(images) - set(instances))
+        if missing:
+            raise DataError(f"{images[missing[0]]}: image has no instance labels in {inst_dir}")
+    return [Sample(stem, images[stem], masks[stem], instances.get(stem)) for stem in sorted(images)]
+
+
+def _has_masks(split_dir: Path) -> bool:
+    return (split_dir / "images").is_dir() and (split_dir / "masks").is_dir()
+
+
+def split_samples(
+    root: Path,
+    spec: MaskSpec,
+    val_fraction: float,
+    split_seed: int,
+    val_stems: list[str] | None = None,
+    need_instances: bool = False,
+) -> tuple[list[Sample], list[Sample], list[str]]:
+    """Return (train, val, val_stems).
+
+    With ``root/val/`` (images + masks) that folder is the validation set. Otherwise
+    ``val_fraction`` of the training images, chosen with ``split_seed``, or exactly
+    ``val_stems`` when given (a resumed run repeats its recorded split).
+    """
+    if not root.is_dir():
+        raise DataError(f"{root}: data folder not found (data.root)")
+    train_dir = root / "train" if (root / "train").is_dir() else root
+    samples = find_samples(train_dir, spec, need_instances)
+    if _has_masks(root / "val"):
+        val = find_samples(root / "val", spec, need_instances)
+        return samples, val, [s.stem for s in val]
+    if len(samples) < 2:
+        raise DataError(f"{train_dir}: {len(samples)} labelled image(s); need at least 2 to split off validation")
+    if val_stems is None:
+        stems = [s.stem for s in samples]
+        random.Random(split_seed).shuffle(stems)
+        count = min(len(stems) - 1, max(1, round(val_fraction * len(stems))))
+        val_stems = sorted(stems[:count])
+    unknown = sorted(set(val_stems) - {s.stem for s in samples})
+    if unknown:
+        raise DataError(f"{train_dir}: data.val_stems names '{unknown[0]}', which has no image here")
+    chosen = set(val_stems)
+    return [s for s in samples if s.stem not in chosen], [s for s in samples if s.stem in chosen], list(val_stems)
