@@ -166,17 +166,17 @@ class Config(_Section):
                 "loss.negatives: all_zero applies to multilabel masks only "
                 f"(data.mask_format is {fmt}: every valid pixel belongs to some class); use pixels"
             )
-        if fmt == "binary" and not self.data.positive_values:
-            raise ValueError("data.positive_values must list the mask values of the positive class for binary masks")
+        if fmt in ("binary", "instance") and not self.data.positive_values:
+            raise ValueError(f"data.positive_values must list the mask values of the positive class for {fmt} masks")
         if loss.weighting == "border_map" and fmt == "index":
             raise ValueError(
                 "loss.weighting: border_map needs instances; index masks (e.g. CamVid) have none. "
                 "Use class_map, per_channel or per_batch"
             )
-        if loss.weighting == "border_map" and loss.border.instances_from == "instance" and fmt != "instance":
+        if loss.weighting == "border_map" and loss.border.instances_from != "instance" and fmt != "binary":
             raise ValueError(
-                "loss.border.instances_from: instance needs data.mask_format instance; "
-                "for a binary mask use positive or negative (connected components of that class)"
+                f"loss.border.instances_from: {loss.border.instances_from} (connected components of one class) "
+                f"needs a binary mask; with {fmt} masks use instance (labels in instances/ beside masks/)"
             )
         return self
 

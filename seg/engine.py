@@ -1,0 +1,141 @@
+"""The training loop as a handful of verbs: train_one_epoch, evaluate, fit.
+
+Nothing in the per-step path synchronises with the host: losses, weight sums and
+metric counts are accumulated as device tensors and read once per epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from seg.evaluation import Evaluator
+from seg.losses import WeightSums, weighted_bce
+from seg.metrics import confusion_counts, dice_score, to_float
+from seg.strategy import Weighting
+
+
+@dataclass
+class StepOptions:
+    """How a training step runs (plain values taken from the config at the edge)."""
+
+    device: torch.device
+    apply_as: str = "pos_weight"
+    normalize: bool = False
+    amp: bool = False
+    channels_last: bool = True
+    max_steps: int | None = None
+    progress: bool = True
+
+
+def to_device(batch: dict, options: StepOptions) -> dict:
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(options.device, non_blocking=True)
+            if key == "image" and options.channels_last:
+                value = value.contiguous(memory_format=torch.channels_last)
+        out[key] = value
+    return out
+
+
+def autocast(options: StepOptions):
+    """bfloat16 autocast on CUDA when train.amp is on (no GradScaler needed); nothing on CPU."""
+    if options.amp and options.device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optimizer, scheduler,
+                    weighting: Weighting, options: StepOptions, desc: str = "train") -> dict:
+    """One pass over ``loader``.
+
+    Returns the mean loss, train Dice (macro, at 0.5), the WeightSums, the largest map weight,
+    and the mean per-channel weight over the epoch (per-channel strategies; else None).
+    """
+    model.train()
+    loss_sum = torch.zeros((), device=options.device, dtype=torch.float64)
+    counts, sums, map_max, steps = None, None, torch.zeros((), device=options.device), 0
+    channel_weight_sum = torch.zeros((), device=options.device)
+    total = len(loader) if options.max_steps is None else min(len(loader), options.max_steps)
+    bar = tqdm(loader, total=total, desc=desc, leave=False, disable=not options.progress)
+    for batch in bar:
+        if steps == total:
+            break
+        batch = to_device(batch, options)
+        with autocast(options):
+            logits = model(batch["image"])
+        weight = weighting.batch_weight(batch)
+        loss, step_sums = weighted_bce(logits, batch["target"], batch["valid"], weight,
+                                       options.apply_as, options.normalize)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        with torch.no_grad():
+            loss_sum += loss.detach()
+            step_counts = confusion_counts(logits.detach().float(), batch["target"], batch["valid"]).sum(dim=0)
+            counts = step_counts if counts is None else counts + step_counts
+            sums = step_sums if sums is None else sums + step_sums
+            if weight is not None and weight.dim() == 4:
+                map_max = torch.maximum(map_max, weight.detach().amax())
+            if weight is not None and weight.dim() == 3:
+                channel_weight_sum = channel_weight_sum + weight.detach().flatten()
+        steps += 1
+    bar.close()
+    return {"loss": float(loss_sum) / max(steps, 1), "dice": to_float(dice_score(counts[None].cpu(), "macro")),
+            "sums": sums, "map_max": float(map_max), "steps": steps,
+            "mean_channel_weight": [float(w) / max(steps, 1) for w in channel_weight_sum.flatten().cpu()]
+            if channel_weight_sum.dim() else None}
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader, evaluator: Evaluator, options: StepOptions, desc: str = "val") -> float:
+    """Run the model over ``loader`` into ``evaluator``; return the mean unweighted BCE over valid pixels.
+
+    The validation loss is unweighted so that it compares across strategies.
+    """
+    model.eval()
+    loss_sum = torch.zeros((), device=options.device, dtype=torch.float64)
+    pixels = torch.zeros((), device=options.device, dtype=torch.float64)
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not options.progress):
+        batch = to_device(batch, options)
+        with autocast(options):
+            logits = model(batch["image"])
+        logits = logits.float()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch["target"], reduction="none")
+        loss_sum += (loss * batch["valid"]).sum()
+        pixels += batch["valid"].sum() * logits.shape[1]
+        evaluator.update(logits, batch["target"], batch["valid"])
+    return float(loss_sum / pixels.clamp(min=1))
+
+
+def epoch_row(epoch: int, train: dict, val_loss: float, val: dict, class_names: list[str],
+              effective: list[float], mean_weight: float, lr: float, seconds: float) -> dict:
+    """One metrics.jsonl row (CONTRACT: epoch, train/loss, val/loss, val/dice, val/iou, per channel)."""
+    row = {"epoch": epoch, "train/loss": train["loss"], "train/dice": train["dice"], "val/loss": val_loss,
+           "val/dice": val["dice"], "val/iou": val["iou"]}
+    for name in class_names:
+        row[f"val/dice/{name}"] = val["per_channel"][name]["dice"]
+        row[f"val/iou/{name}"] = val["per_channel"][name]["iou"]
+    for policy, block in val.get("by_threshold", {}).items():
+        row[f"val/{policy}/dice"] = block["dice"]
+    for name, q in zip(class_names, effective):
+        row[f"weights/effective_pos_weight/{name}"] = q
+    row.update({"weights/mean_applied_weight": mean_weight, "lr": lr, "time/epoch_s": seconds})
+    return row
+
+
+def effective_weights(sums: WeightSums | None, num_channels: int) -> list[float]:
+    if sums is None:
+        return [1.0] * num_channels
+    return [float(q) for q in sums.effective_pos_weight().cpu()]
+
+
+def log_q(effective: list[float]) -> torch.Tensor:
+    """(C,1,1) logit shift for the prior-corrected threshold."""
+    return torch.tensor([math.log(q) for q in effective], dtype=torch.float32).view(-1, 1, 1)

@@ -1,0 +1,104 @@
+"""Weighted binary cross-entropy with logits: apply_as, ignore mask, normalisation.
+
+Per element, with logit x, target y in [0,1], weight w (scalar, (C,1,1) or a map):
+
+- ``apply_as="pos_weight"``: l = -[w*y*log s(x) + (1-y)*log(1-s(x))]; the weight as applied
+  to the element is a = 1 + (w-1)*y (w on positives, 1 on negatives);
+- ``apply_as="weight"``:     l = -w*[y*log s(x) + (1-y)*log(1-s(x))]; a = w.
+
+Reduction over valid elements (``valid`` False = ignored, contributes nothing):
+
+- ``normalize=False``: sum(l) / count  (PyTorch's 'mean': weighting changes the loss scale);
+- ``normalize=True``:  sum(l) / sum(a) (every strategy at the same loss scale).
+
+Besides the loss, :func:`weighted_bce` returns the sums needed for the effective
+pos_weight (mean weight on positives / mean weight on negatives) and the mean
+applied weight, as tensors, without host synchronisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from seg.weights import check_channel_weight
+
+APPLY_AS = ("pos_weight", "weight")
+
+
+@dataclass
+class WeightSums:
+    """Per channel sums over valid elements (float64, on the device), summed over steps.
+
+    pos_weight_sum / pos_count: applied weight and count of positives (soft labels
+    count fractionally); likewise for negatives. applied_sum / elements: all elements.
+    """
+
+    pos_weight_sum: torch.Tensor
+    pos_count: torch.Tensor
+    neg_weight_sum: torch.Tensor
+    neg_count: torch.Tensor
+
+    def __add__(self, other: "WeightSums") -> "WeightSums":
+        return WeightSums(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple())))
+
+    def as_tuple(self) -> tuple[torch.Tensor, ...]:
+        return self.pos_weight_sum, self.pos_count, self.neg_weight_sum, self.neg_count
+
+    def effective_pos_weight(self) -> torch.Tensor:
+        """(C,) mean weight on positives / mean weight on negatives (1 where undefined)."""
+        pos_mean = self.pos_weight_sum / self.pos_count.clamp(min=1e-12)
+        neg_mean = self.neg_weight_sum / self.neg_count.clamp(min=1e-12)
+        defined = (self.pos_count > 0) & (self.neg_count > 0)
+        return torch.where(defined, pos_mean / neg_mean.clamp(min=1e-12), torch.ones_like(pos_mean))
+
+    def mean_applied_weight(self) -> torch.Tensor:
+        """() mean applied weight over all valid elements."""
+        total = (self.pos_weight_sum + self.neg_weight_sum).sum()
+        return total / (self.pos_count + self.neg_count).sum().clamp(min=1e-12)
+
+
+def weighted_bce(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    apply_as: str = "pos_weight",
+    normalize: bool = False,
+) -> tuple[torch.Tensor, WeightSums]:
+    """Weighted BCE over [B,C,H,W] logits; returns (loss (), WeightSums).
+
+    weight: None, a 0-d scalar, a (C,1,1) per-channel weight or a [B,1|C,H,W] map
+    (validated: a (C,) tensor is refused). valid: [B,1,H,W] bool or None.
+    """
+    if apply_as not in APPLY_AS:
+        raise ValueError(f"apply_as must be one of {APPLY_AS}, got {apply_as!r}")
+    logits = logits.float()
+    target = target.to(logits.dtype)
+    mask = torch.ones_like(logits[:, :1]) if valid is None else valid.to(logits.dtype)
+    if weight is None:
+        weight = torch.ones((), device=logits.device)
+    weight = check_channel_weight(weight, target).to(logits.dtype)
+    if apply_as == "pos_weight":
+        elementwise = F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight, reduction="none")
+        pos_w, neg_w = weight, torch.ones_like(weight)
+    else:
+        elementwise = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="none")
+        pos_w = neg_w = weight
+    elementwise = elementwise * mask
+    pos_share, neg_share = target * mask, (1.0 - target) * mask
+    dims = (0, 2, 3)
+    sums = WeightSums(
+        pos_weight_sum=(pos_w * pos_share).sum(dim=dims).double(),
+        pos_count=pos_share.sum(dim=dims).double(),
+        neg_weight_sum=(neg_w * neg_share).sum(dim=dims).double(),
+        neg_count=neg_share.sum(dim=dims).double(),
+    )
+    total = elementwise.sum()
+    if normalize:
+        denominator = (sums.pos_weight_sum + sums.neg_weight_sum).sum()
+    else:
+        denominator = mask.sum() * logits.shape[1]
+    return total / denominator.to(total.dtype).clamp(min=1e-12), sums
