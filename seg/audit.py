@@ -401,13 +401,8 @@ def audit_chunk(settings: AuditSettings, items: list[AuditItem]) -> AuditTally:
 def tally_masks(items: list[AuditItem], settings: AuditSettings, workers: int = 1, progress: bool = True) -> AuditTally:
     """Read every mask once (in ``workers`` processes) and merge the partial tallies."""
     total = AuditTally.empty(settings)
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # problems are reported, not logged
-    try:
-        for part in map_chunks(partial(audit_chunk, settings), items, workers, "audit", progress):
-            total.merge(part)
-    finally:
-        cv2.utils.logging.setLogLevel(level)
+    for part in map_chunks(partial(audit_chunk, settings), items, workers, "audit", progress):
+        total.merge(part)
     return total
 
 

@@ -19,6 +19,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence, TypeVar
@@ -277,9 +278,20 @@ def default_workers() -> int:
         return max(1, min(8, os.cpu_count() or 1))
 
 
-def _quiet_worker() -> None:
-    cv2.setNumThreads(1)  # the parallelism is across processes
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+def _quiet_cv2() -> None:
+    cv2.setNumThreads(1)  # images are small: threads cost more than they give; parallelism is across processes
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # unreadable files are reported, not logged
+
+
+@contextmanager
+def _cv2_for_masks() -> Iterator[None]:
+    threads, level = cv2.getNumThreads(), cv2.utils.logging.getLogLevel()
+    _quiet_cv2()
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
+        cv2.utils.logging.setLogLevel(level)
 
 
 def map_chunks(fn: Callable[[list[T]], R], items: Sequence[T], workers: int = 1, desc: str = "masks",
@@ -294,14 +306,15 @@ def map_chunks(fn: Callable[[list[T]], R], items: Sequence[T], workers: int = 1,
     if chunk_size is None:
         chunk_size = max(1, min(32, len(items) // (4 * workers) or 1))
     chunks = [list(items[i:i + chunk_size]) for i in range(0, len(items), chunk_size)]
-    with tqdm(total=len(items), desc=desc, unit="mask", disable=not progress, leave=False, dynamic_ncols=True) as bar:
+    with tqdm(total=len(items), desc=desc, unit="mask", disable=not progress, leave=False, dynamic_ncols=True) as bar, \
+            _cv2_for_masks():
         if workers == 1:
             for chunk in chunks:
                 yield fn(chunk)
                 bar.update(len(chunk))
             return
         with multiprocessing.get_context("fork" if os.name == "posix" else "spawn").Pool(
-                workers, initializer=_quiet_worker) as pool:
+                workers, initializer=_quiet_cv2) as pool:
             for chunk, result in zip(chunks, pool.imap(fn, chunks)):
                 yield result
                 bar.update(len(chunk))

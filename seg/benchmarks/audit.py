@@ -1,0 +1,98 @@
+"""Benchmark: mask audit throughput against decoding the same files with cv2.imread alone.
+
+Generates 512x512 single-channel PNG masks (0/255 blobs, like cell masks) in a temp
+folder, then times side by side, best of a few rounds: cv2.imread alone (serial), the
+audit without object statistics (decode + per-channel counts + value checks) serially
+and with 2 workers, and, for information, object statistics (connected components)
+and index masks (12 values, one histogram per image).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from seg.audit import AuditSettings, scan_folder, tally_masks
+from seg.data.masks import MaskSpec
+
+NAME = "audit"
+TARGET = ("audit without object statistics on >= 1000 512x512 PNG masks: >= 0.85x the throughput of "
+          "cv2.imread alone (serial), and >= 1.3x its own serial throughput with 2 workers")
+SIZE = 512
+
+
+def write_masks(folder: Path, count: int, index: bool = False, seed: int = 0) -> Path:
+    """``count`` masks in ``folder/masks``: 0/255 blobs, or class indices 0..11 (11 = ignore) with ``index``."""
+    rng = np.random.default_rng(seed)
+    out = folder / "masks"
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        mask = np.zeros((SIZE, SIZE), np.uint8)
+        for _ in range(int(rng.integers(15, 60))):
+            x, y, r = (int(v) for v in rng.integers(0, SIZE, 2)) + (int(rng.integers(4, 40)),)
+            value = int(rng.integers(0, 12)) if index else 255
+            cv2.circle(mask, (x, y), r, value, -1)
+        cv2.imwrite(str(out / f"{i:05d}.png"), mask)
+    return out
+
+
+def _best_rate(fn, count: int, rounds: int) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return count / best
+
+
+def _imread_all(paths: list[Path]) -> None:
+    for path in paths:
+        cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+
+
+def run(quick: bool = False) -> list[str]:
+    count, rounds = (200, 2) if quick else (1000, 3)
+    with tempfile.TemporaryDirectory(prefix="seg-bench-audit-") as tmp:
+        binary = MaskSpec("binary", ("foreground",), (255,))
+        index = MaskSpec("index", tuple(f"class{k}" for k in range(11)), None, 11)
+        items, _ = scan_folder(write_masks(Path(tmp) / "binary", count), Path(tmp) / "binary" / "images", binary)
+        index_items, _ = scan_folder(write_masks(Path(tmp) / "index", count, index=True),
+                                     Path(tmp) / "index" / "images", index)
+        paths = [i.masks[0] for i in items]
+        index_paths = [i.masks[0] for i in index_items]
+        plain, objects = AuditSettings(binary), AuditSettings(binary, objects_from="positive")
+        cv2.setNumThreads(1)  # the audit decodes with one cv2 thread per process: compare like with like
+        rates: dict[str, float] = {}
+        for _ in range(rounds):  # interleaved rounds: a load change on a shared machine hits every row alike
+            for name, fn, n in (
+                ("imread", lambda: _imread_all(paths), count),
+                ("audit_1", lambda: tally_masks(items, plain, 1, progress=False), count),
+                ("audit_2", lambda: tally_masks(items, plain, 2, progress=False), count),
+                ("objects_1", lambda: tally_masks(items, objects, 1, progress=False), count),
+                ("index_imread", lambda: _imread_all(index_paths), count),
+                ("index_audit_1", lambda: tally_masks(index_items, AuditSettings(index), 1, progress=False), count),
+            ):
+                rates[name] = max(rates.get(name, 0.0), _best_rate(fn, n, 1))
+    vs_imread = rates["audit_1"] / rates["imread"]
+    speedup = rates["audit_2"] / rates["audit_1"]
+    verdict = "PASS" if vs_imread >= 0.85 and speedup >= 1.3 else "FAIL"
+    lines = [
+        f"{count} generated {SIZE}x{SIZE} PNG masks, best of {rounds} interleaved rounds.", "",
+        "| measurement | masks/s | ratio | target |",
+        "|---|---|---|---|",
+        f"| cv2.imread alone, serial (binary 0/255) | {rates['imread']:.0f} | 1.00 | |",
+        f"| audit, no objects, serial | {rates['audit_1']:.0f} | {vs_imread:.2f} x imread | >= 0.85 |",
+        f"| audit, no objects, 2 workers | {rates['audit_2']:.0f} | {speedup:.2f} x serial audit | >= 1.3 |",
+        f"| audit with object statistics, serial | {rates['objects_1']:.0f} | "
+        f"{rates['objects_1'] / rates['imread']:.2f} x imread | (timed separately) |",
+        f"| cv2.imread alone, serial (index, 12 values) | {rates['index_imread']:.0f} | 1.00 | |",
+        f"| audit of index masks, serial | {rates['index_audit_1']:.0f} | "
+        f"{rates['index_audit_1'] / rates['index_imread']:.2f} x imread | (information) |",
+        "",
+        f"{verdict}: audit {vs_imread:.2f}x imread (target >= 0.85), 2 workers {speedup:.2f}x serial (target >= 1.3).",
+    ]
+    return lines
