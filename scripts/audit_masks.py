@@ -106,8 +106,8 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     stats = audit.run_audit(plan, args.workers, progress=not args.no_progress)
     seconds = time.perf_counter() - start
-    print(f"audited {stats['images']} masks of {stats['dataset']} ({stats['split']} split) in {seconds:.1f} s "
-          f"({stats['images'] / max(seconds, 1e-9):.0f} masks/s): {len(stats['problems'])} problem(s)")
+    print(f"audited {stats['images']} masks of {stats['dataset']} ({stats['split']} split) in {seconds:.1f} s: "
+          f"{len(stats['problems'])} problem(s)")
     for channel in stats["channels"]:
         w = channel["pos_weight"]
         print(f"  {channel['name']:>16}: {100 * (channel['positive_fraction'] or 0):8.4f}% positive, "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from bisect import bisect_right
 import shutil
 import tempfile
 from collections import Counter
@@ -34,6 +35,7 @@ OBJECT_SOURCES = ("instance", "positive", "negative")
 FRACTION_EDGES = 10.0 ** np.arange(-6.0, 0.01, 0.25)  # per-image positive fraction: 4 bins a decade, 1e-6..1
 LOG2_BINS = 40  # object sizes: bin k holds sizes in [2**k, 2**(k+1)); objects per image: bin 0 = none
 MAX_REPORT_PROBLEMS = 200
+_EDGES = FRACTION_EDGES.tolist()
 
 
 @dataclass(frozen=True)
@@ -383,9 +385,9 @@ def _add_item(tally: AuditTally, item: AuditItem, settings: AuditSettings) -> No
     if measure.valid == 0:
         tally.images_all_ignored += 1
     else:
-        fraction = measure.positive / measure.valid
-        column = np.searchsorted(FRACTION_EDGES, fraction, side="right").clip(1, len(FRACTION_EDGES) - 1)
-        tally.fraction_hist[np.arange(len(fraction)), np.where(fraction > 0, column, 0)] += 1
+        for c, positive in enumerate(measure.positive.tolist()):  # C is small: plain Python is fastest
+            column = min(max(bisect_right(_EDGES, positive / measure.valid), 1), len(_EDGES) - 1) if positive else 0
+            tally.fraction_hist[c, column] += 1
     if tally.objects is not None:
         _add_objects(tally, item, measure.planes, settings)
 
@@ -656,17 +658,20 @@ def render_report(stats: dict, plots: list[str]) -> str:
              "- Mask values: " + ", ".join(str(v["value"]) for v in stats["mask_values"][:40])
              + (" ..." if len(stats["mask_values"]) > 40 else ""), ""]
     lines += notes if (notes := [f"> {n}" for n in stats["notes"]] + ([""] if stats["notes"] else [])) else []
+    both = fmt["mask_format"] == "multilabel"  # elsewhere all_zero is refused by training: JSON only
     lines += ["## Channels", ""] + _table(
         ["channel", "positive", "positive pixels", "valid pixels", "images with positives", "empty images",
-         "pos_weight (pixels)", "pos_weight (all_zero)"],
+         "pos_weight (pixels)"] + ["pos_weight (all_zero)"] * both,
         [[c["name"], _pct(c["positive_fraction"]), f"{c['positive_pixels']:,}", f"{c['total_pixels']:,}",
-          c["images_with_positives"], c["empty_images"], c["pos_weight"]["pixels"], c["pos_weight"]["all_zero"]]
-         for c in stats["channels"]])
+          c["images_with_positives"], c["empty_images"], c["pos_weight"]["pixels"]]
+         + [c["pos_weight"]["all_zero"]] * both for c in stats["channels"]])
     g = stats["global_pos_weight"]
-    lines += ["", f"Global pos_weight (all channels pooled): {g['pixels']} (pixels), {g['all_zero']} (all_zero). "
+    lines += ["", f"Global pos_weight (all channels pooled): {g['pixels']} (pixels)"
+              + (f", {g['all_zero']} (all_zero)" if both else "") + ". "
               f"Weights are neg/pos clamped to {stats['clamp']}; a channel without positives takes the maximum. "
-              "`pixels`: negatives of channel c are the valid pixels where c is 0; `all_zero`: the pixels where "
-              "no channel is positive." + (f" Note: {stats['negatives_note']}." if stats["negatives_note"] else ""),
+              "Positive fractions are of the valid (not ignored) pixels. `pixels`: negatives of channel c are the "
+              "valid pixels where c is 0; `all_zero`: the pixels where no channel is positive."
+              + (f" Note: {stats['negatives_note']}; see mask_stats.json." if stats["negatives_note"] else ""),
               "", f"Training reads these counts with `loss.stats_file: <this folder>/mask_stats.json`.", ""]
     lines += [f"![{name}]({name})" for name in plots if name != "object_sizes.png"] + [""]
     if stats["objects"]:

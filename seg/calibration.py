@@ -82,7 +82,8 @@ def plot_reliability(
 ) -> Path:
     """Write a reliability diagram PNG: one panel per channel, one line per entry of
     ``curves`` (e.g. {"raw": reliability_table(...), "prior_corrected": ...}), the
-    diagonal for perfect calibration, and the share of pixels per bin as grey bars (log scale)."""
+    diagonal for perfect calibration, and as grey bars the share of pixels per bin of the first
+    entry (log scale, right axis, topped at 2/3 of the height so the curves stay readable)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,10 +100,11 @@ def plot_reliability(
         share = pixels / max(pixels.sum(), 1)
         bars = ax.twinx()
         bars.bar(edges[:-1], np.where(share > 0, share, np.nan), width=np.diff(edges), align="edge",
-                 color="0.85", zorder=0)
+                 color="0.9", edgecolor="0.8", lw=0.5, zorder=0)
         bars.set_yscale("log")
-        bars.set_ylim(1e-6, 1)
-        bars.set_ylabel("share of pixels", fontsize=7, color="0.5")
+        bars.set_ylim(1e-6, 1e3)
+        bars.set_yticks([1e-6, 1e-4, 1e-2, 1])
+        bars.set_ylabel(f"share of pixels ({next(iter(curves))})", fontsize=7, color="0.5")
         bars.tick_params(labelsize=6, colors="0.5")
         ax.set_zorder(bars.get_zorder() + 1)
         ax.patch.set_visible(False)

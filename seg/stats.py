@@ -21,6 +21,7 @@ import multiprocessing
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Callable, Iterator, Sequence, TypeVar
 
@@ -123,6 +124,7 @@ class MaskMeasure:
     planes: list[np.ndarray] = field(default_factory=list, repr=False)
 
 
+@lru_cache(maxsize=64)
 def allowed_values(spec: MaskSpec) -> frozenset[int]:
     """Raw values a mask file (or multilabel channel) may hold, as in seg/data/masks.py's decoders."""
     if spec.fmt == "index":
@@ -158,6 +160,16 @@ def value_counts(plane: np.ndarray, two_valued_first: bool = True) -> dict[int, 
         return dict(zip(present.tolist(), counts[present].tolist()))
     values, counts = np.unique(plane, return_counts=True)
     return {v.item(): int(n) for v, n in zip(values, counts)}
+
+
+@lru_cache(maxsize=64)
+def _dtype_name_cached(dtype: np.dtype, channels: int) -> str:
+    return dtype.name + (f" ({channels} channels)" if channels > 1 else "")
+
+
+def _dtype_name(raw: np.ndarray) -> str:
+    """``uint8``, ``uint16 (3 channels)``: how a mask file is stored."""
+    return _dtype_name_cached(raw.dtype, raw.shape[2] if raw.ndim == 3 else 1)
 
 
 def _describe(spec: MaskSpec) -> str:
@@ -224,7 +236,7 @@ def measure_mask(mask_paths: Sequence[Path], spec: MaskSpec) -> MaskMeasure:
         except DataError:
             measure.problems.append(Problem(str(path), "unreadable", "cannot read the mask (corrupt or not an image)"))
             return measure
-    measure.dtype = str(raws[0].dtype) + (f" ({raws[0].shape[2]} channels)" if raws[0].ndim == 3 else "")
+    measure.dtype = _dtype_name(raws[0])
     found = _planes(raws, mask_paths, spec, measure.problems)
     if found is None:
         return measure
@@ -336,8 +348,6 @@ def count_masks(samples: list[Sample], spec: MaskSpec, progress: bool = True, wo
 
     Raises DataError, naming the file, on a mask that training would refuse.
     """
-    from functools import partial
-
     counts = MaskCounts(spec.num_classes)
     for part in map_chunks(partial(_count_chunk, spec), samples, workers, "mask statistics", progress):
         counts.merge(part)

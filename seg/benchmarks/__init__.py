@@ -10,6 +10,8 @@ import importlib
 
 SECTIONS = [
     "border_map",
+    "audit",
+    "metrics",
     # more sections are added here, one line each
 ]
 

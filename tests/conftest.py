@@ -1,0 +1,58 @@
+"""Shared fixtures: offline, quiet environment; tiny datasets written on the fly; real data."""
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _wandb_home(tmp_path_factory, monkeypatch):
+    """W&B writes under the home folder unless told otherwise: keep it in a temp folder."""
+    home = tmp_path_factory.mktemp("wandb_home")
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR"):
+        monkeypatch.setenv(var, str(home / var.lower()))
+
+
+def shared_data(name: str) -> Path:
+    """A dataset from ../shared/data (SEG_SHARED_DATA); fails under CI when missing, else skips."""
+    root = Path(os.environ.get("SEG_SHARED_DATA", REPO.parent / "shared" / "data")) / name
+    if not root.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{root}: shared data missing (required under CI)")
+        pytest.skip(f"{root}: shared data not available")
+    return root
+
+
+def write_png(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if array.ndim == 3 and array.shape[2] == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+    assert cv2.imwrite(str(path), array)
+    return path
+
+
+def binary_dataset(root: Path, count: int = 4, size: int = 40, seed: int = 0) -> Path:
+    """images/ + masks/ (0/255 squares) for binary tests."""
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        image = rng.integers(0, 255, size=(size, size, 3), dtype=np.uint8)
+        mask = np.zeros((size, size), np.uint8)
+        y, x = rng.integers(0, size - 10, size=2)
+        mask[y:y + 10, x:x + 10] = 255
+        write_png(root / "images" / f"img{i}.png", image)
+        write_png(root / "masks" / f"img{i}.png", mask)
+    return root
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

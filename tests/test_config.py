@@ -1,0 +1,102 @@
+"""Config: defaults in base.yaml, overrides, refusal of unknown keys and wrong types."""
+
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from seg.config import (BASE_CONFIG, Config, ConfigError, apply_overrides, config_diff, expand_path, load_config,
+                        parse_override, read_yaml, replace)
+
+from conftest import REPO, write_config
+
+
+def test_base_config_validates_and_every_key_is_documented():
+    cfg = load_config(BASE_CONFIG)
+    raw = read_yaml(BASE_CONFIG)
+
+    def keys(d, prefix=""):
+        for k, v in d.items():
+            yield from keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+
+    schema = set(keys(cfg.model_dump(mode="json")))
+    assert set(keys(raw)) == schema
+
+
+@pytest.mark.parametrize("name", ["synthetic", "isbi2012", "camvid"])
+def test_shipped_configs_validate(name):
+    cfg = load_config(REPO / "configs" / f"{name}.yaml")
+    assert cfg.run.name == name
+
+
+def test_set_overrides_parse_yaml_values(tmp_path):
+    cfg = load_config(BASE_CONFIG, ["train.epochs=2", "loss.clamp=[0.01, 50]", "loss.weighting=per_channel",
+                                    "metrics.threshold=0.5", "train.lr=3e-4", "model.encoder_weights=null"])
+    assert cfg.train.epochs == 2 and cfg.loss.clamp == (0.01, 50.0)
+    assert cfg.loss.weighting == "per_channel" and cfg.metrics.threshold == "0.5"
+    assert cfg.train.lr == pytest.approx(3e-4) and cfg.model.encoder_weights is None
+    assert parse_override("--data.classes=[a, b]") == (["data", "classes"], ["a", "b"])
+
+
+def test_unknown_key_in_file_names_file_and_key(tmp_path):
+    path = write_config(tmp_path / "x.yaml", "train:\n  epochz: 3\n")
+    with pytest.raises(ConfigError, match=r"x\.yaml: key 'train\.epochz': unknown key"):
+        load_config(path)
+
+
+def test_unknown_key_in_override_is_refused():
+    with pytest.raises(ConfigError, match="unknown key 'loss.weigting'"):
+        load_config(BASE_CONFIG, ["loss.weigting=global"])
+
+
+def test_wrong_type_names_key_and_value(tmp_path):
+    path = write_config(tmp_path / "x.yaml", "train:\n  epochs: three\n")
+    with pytest.raises(ConfigError, match=r"key 'train\.epochs'.*'three'"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="loss.weighting"):
+        load_config(BASE_CONFIG, ["loss.weighting=sometimes"])
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = write_config(tmp_path / "bad.yaml", "train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_cross_checks():
+    with pytest.raises(ConfigError, match="all_zero applies to multilabel masks only"):
+        load_config(REPO / "configs" / "camvid.yaml", ["loss.negatives=all_zero"])
+    with pytest.raises(ConfigError, match="border_map needs instances"):
+        load_config(REPO / "configs" / "camvid.yaml", ["loss.weighting=border_map"])
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        load_config(BASE_CONFIG, ["data.image_size=100"])
+
+
+def test_diff_and_replace():
+    a = load_config(BASE_CONFIG)
+    b = replace(a, train={"epochs": 9, "lr": 0.5})
+    assert config_diff(a, b) == ["train.epochs", "train.lr"]
+    assert config_diff(a, b, ignore=("train.epochs",)) == ["train.lr"]
+
+
+def test_env_var_paths(monkeypatch, tmp_path):
+    monkeypatch.setenv("SEG_SHARED_DATA", str(tmp_path))
+    assert expand_path("${SEG_SHARED_DATA}/camvid") == tmp_path / "camvid"
+    monkeypatch.delenv("SEG_SHARED_DATA")
+    assert expand_path("${SEG_SHARED_DATA}/camvid") == REPO.parent / "shared" / "data" / "camvid"
+    assert expand_path("runs") == REPO / "runs"
+
+
+def _requirement_names(items):
+    return sorted(item.split(";")[0].strip().replace(" ", "") for item in items)
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["test"]
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert _requirement_names([p for p in pip if not p.startswith("-e")]) == _requirement_names(wanted)

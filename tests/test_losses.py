@@ -1,0 +1,121 @@
+"""Weighted BCE against an independent plain-PyTorch formula; the repetition identity; normalisation."""
+
+import pytest
+import torch
+
+from seg.losses import weighted_bce
+
+
+def reference(x, y, q=None, w=None, valid=None, normalize=False):
+    """-[q*y*log s(x) + (1-y)*log(1-s(x))] * w, written out by hand (no F.binary_cross_entropy)."""
+    q = torch.ones(()) if q is None else q
+    w = torch.ones(()) if w is None else w
+    s = 1.0 / (1.0 + torch.exp(-x.double()))
+    y = y.double()
+    loss = -(q * y * torch.log(s) + (1 - y) * torch.log(1 - s)) * w
+    mask = torch.ones_like(x[:, :1]) if valid is None else valid
+    mask = mask.double().expand_as(loss)
+    applied = (1 + (q - 1) * y) * w
+    denominator = (applied * mask).sum() if normalize else mask.sum()
+    return (loss * mask).sum() / denominator
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 5, 4, generator=g) * 2
+    y = (torch.rand(2, 3, 5, 4, generator=g) > 0.7).float()
+    valid = torch.rand(2, 1, 5, 4, generator=g) > 0.2
+    return x, y, valid
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("kind", ["scalar", "channel", "map"])
+def test_pos_weight_matches_formula(batch, kind, normalize):
+    x, y, valid = batch
+    q = {"scalar": torch.tensor(3.0), "channel": torch.tensor([2.0, 5.0, 0.5]).view(3, 1, 1),
+         "map": torch.rand(2, 1, 5, 4, generator=torch.Generator().manual_seed(1)) * 4}[kind]
+    loss, _ = weighted_bce(x, y, valid, q, "pos_weight", normalize)
+    assert loss.item() == pytest.approx(reference(x, y, q=q.double(), valid=valid, normalize=normalize).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("kind", ["scalar", "channel", "map"])
+def test_weight_matches_formula(batch, kind, normalize):
+    x, y, valid = batch
+    w = {"scalar": torch.tensor(3.0), "channel": torch.tensor([2.0, 5.0, 0.5]).view(3, 1, 1),
+         "map": torch.rand(2, 1, 5, 4, generator=torch.Generator().manual_seed(2)) * 4}[kind]
+    loss, _ = weighted_bce(x, y, valid, w, "weight", normalize)
+    assert loss.item() == pytest.approx(reference(x, y, w=w.double(), valid=valid, normalize=normalize).item(), rel=1e-5)
+
+
+def test_soft_labels(batch):
+    x, _, valid = batch
+    y = torch.rand_like(x)
+    q = torch.tensor([2.0, 5.0, 0.5]).view(3, 1, 1)
+    loss, _ = weighted_bce(x, y, valid, q, "pos_weight", True)
+    assert loss.item() == pytest.approx(reference(x, y, q=q.double(), valid=valid, normalize=True).item(), rel=1e-5)
+
+
+def test_pos_weight_equals_repeating_positives():
+    """The docs' claim: 100 positives + 300 negatives with pos_weight 3 == every positive repeated 3 times."""
+    g = torch.Generator().manual_seed(3)
+    x_pos, x_neg = torch.randn(100, generator=g), torch.randn(300, generator=g)
+    x = torch.cat([x_pos, x_neg]).view(1, 1, 1, 400).requires_grad_()
+    y = torch.cat([torch.ones(100), torch.zeros(300)]).view(1, 1, 1, 400)
+    weighted, _ = weighted_bce(x, y, None, torch.tensor(3.0), "pos_weight", normalize=True)
+    weighted_sum = weighted * (3 * 100 + 300)  # normalize divides by sum of applied weights = 600
+
+    x_rep = torch.cat([x_pos.repeat(3), x_neg]).view(1, 1, 1, 600).requires_grad_()
+    y_rep = torch.cat([torch.ones(300), torch.zeros(300)]).view(1, 1, 1, 600)
+    repeated_sum = torch.nn.functional.binary_cross_entropy_with_logits(x_rep, y_rep, reduction="sum")
+    assert weighted_sum.item() == pytest.approx(repeated_sum.item(), rel=1e-6)
+
+    weighted_sum.backward()
+    repeated_sum.backward()
+    grad_rep = x_rep.grad.view(-1)
+    grad_pos_rep = grad_rep[:300].view(3, 100).sum(dim=0)  # the three copies of each positive
+    torch.testing.assert_close(x.grad.view(-1)[:100], grad_pos_rep, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(x.grad.view(-1)[100:], grad_rep[300:], rtol=1e-5, atol=1e-6)
+    # under 'mean' the two differ by the element count (400 vs 600): the loss-scale effect
+    unnormalized, _ = weighted_bce(x, y, None, torch.tensor(3.0), "pos_weight", normalize=False)
+    assert (unnormalized * 400).item() == pytest.approx(repeated_sum.item(), rel=1e-6)
+
+
+def test_ignored_pixels_contribute_nothing(batch):
+    x, y, valid = batch
+    x2 = torch.where(valid, x, torch.full_like(x, 1e3))  # wild logits on ignored pixels
+    y2 = torch.where(valid, y, 1 - y)
+    a, _ = weighted_bce(x, y, valid, torch.tensor(2.0))
+    b, _ = weighted_bce(x2, y2, valid, torch.tensor(2.0))
+    assert a.item() == pytest.approx(b.item(), rel=1e-6)
+
+
+def test_uniform_weight_equals_no_weight_when_normalized(batch):
+    x, y, valid = batch
+    plain, _ = weighted_bce(x, y, valid, None, normalize=True)
+    ones, _ = weighted_bce(x, y, valid, torch.ones(2, 1, 5, 4), "weight", normalize=True)
+    fives, _ = weighted_bce(x, y, valid, torch.tensor(5.0), "weight", normalize=True)
+    assert plain.item() == pytest.approx(ones.item(), rel=1e-6) == pytest.approx(fives.item(), rel=1e-6)
+
+
+def test_effective_pos_weight_and_mean_applied_weight():
+    x = torch.zeros(1, 2, 1, 4)
+    y = torch.tensor([[1.0, 0, 0, 0], [1, 1, 0, 0]]).view(1, 2, 1, 4)
+    q = torch.tensor([3.0, 2.0]).view(2, 1, 1)
+    _, sums = weighted_bce(x, y, None, q, "pos_weight")
+    torch.testing.assert_close(sums.effective_pos_weight(), torch.tensor([3.0, 2.0], dtype=torch.float64))
+    # applied weights: channel 0: 3 + 1+1+1 = 6; channel 1: 2+2 + 1+1 = 6; 12 over 8 elements
+    assert sums.mean_applied_weight().item() == pytest.approx(1.5)
+    _, sums = weighted_bce(x, y, None, q, "weight")  # the same weight on both classes: ratio 1
+    torch.testing.assert_close(sums.effective_pos_weight(), torch.ones(2, dtype=torch.float64))
+
+
+def test_one_dimensional_channel_weight_is_refused_even_when_c_equals_w():
+    x = torch.zeros(1, 4, 3, 4)
+    with pytest.raises(ValueError, match="broadcasts against the image width.*silently here, since C == W"):
+        weighted_bce(x, torch.zeros_like(x), None, torch.ones(4))
+    with pytest.raises(ValueError, match=r"use shape \(4, 1, 1\)"):
+        weighted_bce(torch.zeros(1, 4, 3, 5), torch.zeros(1, 4, 3, 5), None, torch.ones(4))
+    with pytest.raises(ValueError, match="per-channel weight must have shape"):
+        weighted_bce(x, torch.zeros_like(x), None, torch.ones(3, 1, 1))
