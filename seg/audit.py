@@ -593,16 +593,18 @@ def plot_image_fractions(stats: dict, path: Path) -> None:
 def plot_object_sizes(stats: dict, path: Path) -> None:
     """Object sizes (log2 bins) and objects per image, one row per channel with objects."""
     channels = [c for c in stats["objects"]["channels"] if c["objects"]]
-    fig = _figure(9.0, 2.4 * len(channels) + 0.6)
+    fig = _figure(9.0, 2.1 * len(channels) + 0.8)
     axes = fig.subplots(len(channels), 2, squeeze=False)
-    for (left, right), channel in zip(axes, channels):
+    for row, ((left, right), channel) in enumerate(zip(axes, channels)):
         sizes = channel["object_size_histogram"]
         left.bar(range(len(sizes["counts"])), sizes["counts"], color="tab:green", edgecolor="white")
         step = max(1, -(-len(sizes["counts"]) // 12))
         left.set_xticks(range(0, len(sizes["counts"]), step),
                         [_compact(e) for e in sizes["bin_lower_edges"][::step]], fontsize=7)
         left.set_title(f"{channel['name']}: {channel['objects']} objects", fontsize=9)
-        left.set_xlabel("object size in pixels (log2 bins, lower edge)", fontsize=8)
+        if row == len(channels) - 1:
+            left.set_xlabel("object size in pixels (log2 bins, lower edge)", fontsize=8)
+            right.set_xlabel("objects in the image (log2 bins, lower edge)", fontsize=8)
         left.set_ylabel("objects", fontsize=8)
         per_image = channel["objects_per_image_histogram"]
         right.bar(range(len(per_image["counts"])), per_image["counts"], color="tab:purple", edgecolor="white")
@@ -610,7 +612,6 @@ def plot_object_sizes(stats: dict, path: Path) -> None:
                          fontsize=7)
         right.set_title(f"objects per image: mean {channel['objects_per_image_mean']:.3g}, "
                         f"max {channel['objects_per_image_max']}", fontsize=9)
-        right.set_xlabel("objects in the image (log2 bins, lower edge)", fontsize=8)
         right.set_ylabel("images", fontsize=8)
     source = stats["objects"]["source"]
     fig.suptitle(f"{stats['dataset']}: objects ({'instance labels' if source == 'instance' else f'connected components of the {source} class'}, "
@@ -636,6 +637,13 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.4g}%"
 
 
+def _relative(file: str, base: Path) -> str:
+    try:
+        return str(Path(file).relative_to(base)) or "."
+    except ValueError:
+        return file
+
+
 def _table(header: list[str], rows: list[list]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
         "| " + " | ".join(str(v) for v in row) + " |" for row in rows]
@@ -648,7 +656,8 @@ def render_report(stats: dict, plots: list[str]) -> str:
     detail = {"binary": f"positive_values {fmt['positive_values']}",
               "index": f"ignore_index {fmt['ignore_index']}"}.get(fmt["mask_format"], "")
     lines = [f"# Mask audit: {stats['dataset']} ({stats['split']} split)", "",
-             f"Source: {source}. Format: {fmt['mask_format']}, {len(fmt['classes'])} channel(s) {detail}.", "",
+             f"Source: {source}. Format: {fmt['mask_format']}, {len(fmt['classes'])} channel(s)"
+             + (f", {detail}." if detail else "."), "",
              f"- Masks counted: {stats['images']} of {stats['masks_found']} found"
              + (f" ({stats['masks_not_counted']} unreadable or malformed, see problems)" if stats["masks_not_counted"] else ""),
              f"- Pixels: {px['total']:,} in all, {px['valid']:,} valid, {px['ignored']:,} ignored ({_pct(_fraction(px['ignored'], px['total']))})",
@@ -690,7 +699,10 @@ def render_report(stats: dict, plots: list[str]) -> str:
     if not problems:
         return "\n".join(lines + ["None found.", ""])
     lines += _table(["kind", "count"], [[k, n] for k, n in stats["problem_counts"].items()]) + [""]
-    lines += _table(["file", "kind", "detail"], [[f"`{p['file']}`", p["kind"], p["detail"].replace("|", "/")]
+    base = Path(stats["source"].get("root") or Path(stats["source"]["masks"]).parent)
+    lines += [f"Files relative to `{base}`; mask_stats.json has full paths.", ""]
+    lines += _table(["file", "kind", "detail"], [[f"`{_relative(p['file'], base)}`", p["kind"],
+                                                  p["detail"].replace("|", "/")]
                                                  for p in problems[:MAX_REPORT_PROBLEMS]])
     if len(problems) > MAX_REPORT_PROBLEMS:
         lines += ["", f"... and {len(problems) - MAX_REPORT_PROBLEMS} more in mask_stats.json."]

@@ -230,7 +230,7 @@ def threshold_histograms(
     _check_shapes(logits, target, valid)
     n, c = logits.shape[:2]
     slots = boundaries.numel() + 1
-    interval = torch.bucketize(logits, boundaries.to(logits.dtype))
+    interval = torch.bucketize(logits.contiguous(), boundaries.to(logits.dtype))  # (channels_last -> copy)
     truth = (target >= 0.5).long()
     image_channel = torch.arange(n * c, device=logits.device).view(n, c, 1, 1)
     index = (image_channel * 2 + truth) * slots + interval

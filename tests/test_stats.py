@@ -1,0 +1,154 @@
+"""seg/stats.py: value histograms, per-mask counts (equal to decoding + MaskCounts.add), count_masks, read_stats_file."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import write_png
+from seg.config import ConfigError
+from seg.data.folders import Sample
+from seg.data.masks import DataError, MaskSpec, load_mask
+from seg.stats import MaskCounts, allowed_values, count_masks, measure_mask, read_stats_file, value_counts
+
+
+@pytest.mark.parametrize("dtype, high, shape", [(np.uint8, 256, (7, 13)), (np.uint8, 2, (30, 31)),
+                                                (np.uint16, 65536, (9, 11)), (np.uint16, 40, (30, 30))])
+def test_value_counts_equal_np_unique(dtype, high, shape):
+    rng = np.random.default_rng(0)
+    plane = rng.integers(0, high, shape).astype(dtype)
+    values, counts = np.unique(plane, return_counts=True)
+    expected = dict(zip(values.tolist(), counts.tolist()))
+    assert value_counts(plane) == expected
+    assert value_counts(plane, two_valued_first=False) == expected
+
+
+def test_value_counts_two_valued_fast_path():
+    plane = np.zeros((4, 5), np.uint8)
+    assert value_counts(plane) == {0: 20}
+    plane[1, 1:4] = 255
+    assert value_counts(plane) == {0: 17, 255: 3}
+    assert value_counts(np.full((2, 2), 7, np.uint8)) == {7: 4}
+    plane[0, 0] = 128  # three values: the histogram path
+    assert value_counts(plane) == {0: 16, 128: 1, 255: 3}
+
+
+def test_allowed_values_follow_the_decoders():
+    assert allowed_values(MaskSpec("binary", ("x",), (0,))) == {0, 1, 255}
+    assert allowed_values(MaskSpec("binary", ("x",), (7,))) == {0, 1, 7, 255}
+    assert allowed_values(MaskSpec("index", ("a", "b", "c"), None, 11)) == {0, 1, 2, 11}
+    assert allowed_values(MaskSpec("multilabel", ("a", "b"))) == {0, 1, 255}
+
+
+def _masks(tmp_path: Path) -> dict[str, tuple[MaskSpec, list[tuple[Path, ...]]]]:
+    """Small masks of every format, with values that exercise each rule."""
+    rng = np.random.default_rng(1)
+    cases = {}
+    binary = [write_png(tmp_path / "bin" / f"{i}.png", rng.choice([0, 255], (6, 7)).astype(np.uint8))
+              for i in range(3)]
+    cases["binary255"] = (MaskSpec("binary", ("fg",), (255,)), [(p,) for p in binary])
+    cases["binary0"] = (MaskSpec("binary", ("membrane",), (0,)), [(p,) for p in binary])
+    index = [write_png(tmp_path / "idx" / f"{i}.png", rng.choice([0, 1, 2, 9], (5, 8)).astype(np.uint8))
+             for i in range(3)]
+    cases["index"] = (MaskSpec("index", ("a", "b", "c"), None, 9), [(p,) for p in index])
+    index3 = [write_png(tmp_path / "idx3" / f"{i}.png", rng.choice([0, 1, 2], (5, 8)).astype(np.uint8))
+              for i in range(2)]
+    cases["index_ignore_is_a_class"] = (MaskSpec("index", ("a", "b", "c"), None, 1), [(p,) for p in index3])
+    channels = [[write_png(tmp_path / "ml" / name / f"{i}.png", rng.choice([0, 255], (4, 6)).astype(np.uint8))
+                 for name in ("a", "b", "c")] for i in range(3)]
+    cases["multilabel_folders"] = (MaskSpec("multilabel", ("a", "b", "c")), [tuple(c) for c in channels])
+    rgba = [write_png(tmp_path / "rgb" / f"{i}.png", rng.choice([0, 255], (4, 6, 3)).astype(np.uint8))
+            for i in range(3)]
+    cases["multilabel_rgb"] = (MaskSpec("multilabel", ("r", "g")), [(p,) for p in rgba])
+    return cases
+
+
+def test_measure_mask_counts_equal_decoding(tmp_path):
+    """Invariance: counting from raw values == decoding with seg.data.masks + MaskCounts.add."""
+    for name, (spec, masks) in _masks(tmp_path).items():
+        fast, reference = MaskCounts(spec.num_classes), MaskCounts(spec.num_classes)
+        for paths in masks:
+            measure = measure_mask(paths, spec)
+            assert measure.counted and not measure.problems, name
+            fast.add_counts(measure.positive, measure.valid, measure.total, measure.all_zero)
+            reference.add(*load_mask(paths, spec))
+        for key in ("valid_pixels", "total_pixels", "all_zero_pixels", "images"):
+            assert getattr(fast, key) == getattr(reference, key), (name, key)
+        np.testing.assert_array_equal(fast.positive_pixels, reference.positive_pixels, err_msg=name)
+        np.testing.assert_array_equal(fast.images_with_positives, reference.images_with_positives, err_msg=name)
+
+
+def test_measure_mask_by_hand(tmp_path):
+    # 2x3 index mask, 3 classes, ignore 9: class 0 twice, 1 once, 2 once, 9 twice -> valid 4, all-zero 0.
+    path = write_png(tmp_path / "m.png", np.array([[0, 1, 2], [9, 9, 0]], np.uint8))
+    m = measure_mask((path,), MaskSpec("index", ("a", "b", "c"), None, 9))
+    assert m.positive.tolist() == [2, 1, 1] and (m.valid, m.total, m.all_zero) == (4, 6, 0)
+    assert m.values == {0: 2, 1: 1, 2: 1, 9: 2} and m.shape == (2, 3) and m.dtype == "uint8"
+
+
+def test_measure_mask_reports_instead_of_raising(tmp_path):
+    bad = write_png(tmp_path / "bad.png", np.array([[0, 128], [255, 255]], np.uint8))
+    m = measure_mask((bad,), MaskSpec("binary", ("fg",), (255,)))
+    assert m.counted and m.positive.tolist() == [2]  # counted as the decoder would read it, and reported
+    assert [p.kind for p in m.problems] == ["unexpected_values"]
+    assert "128" in m.problems[0].detail and "interpolation" in m.problems[0].detail
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not a png")
+    m = measure_mask((junk,), MaskSpec("binary", ("fg",), (255,)))
+    assert not m.counted and [p.kind for p in m.problems] == ["unreadable"] and m.problems[0].file == str(junk)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_count_masks_matches_reference_and_workers(tmp_path, workers):
+    spec, masks = _masks(tmp_path)["multilabel_folders"]
+    samples = [Sample(str(i), Path("unused.png"), paths) for i, paths in enumerate(masks)]
+    counts = count_masks(samples, spec, progress=False, workers=workers)
+    reference = MaskCounts(spec.num_classes)
+    for paths in masks:
+        reference.add(*load_mask(paths, spec))
+    np.testing.assert_array_equal(counts.positive_pixels, reference.positive_pixels)
+    assert (counts.valid_pixels, counts.all_zero_pixels, counts.images) == (
+        reference.valid_pixels, reference.all_zero_pixels, 3)
+
+
+def test_count_masks_refuses_what_training_refuses(tmp_path):
+    good = write_png(tmp_path / "a.png", np.zeros((3, 3), np.uint8))
+    bad = write_png(tmp_path / "b.png", np.full((3, 3), 128, np.uint8))
+    samples = [Sample("a", good, (good,)), Sample("b", bad, (bad,))]
+    with pytest.raises(DataError, match="b.png.*128"):
+        count_masks(samples, MaskSpec("binary", ("fg",), (255,)), progress=False)
+
+
+def _stats_json(path: Path, names=("a", "b")) -> Path:
+    channels = [{"name": n, "positive_pixels": 3 + i, "negative_pixels": {"pixels": 9 - i, "all_zero": 7}}
+                for i, n in enumerate(names)]
+    path.write_text(json.dumps({"channels": channels, "pixels": {"valid": 12}, "images": 2, "split": "train",
+                                "format": {"mask_format": "multilabel"}}))
+    return path
+
+
+def test_read_stats_file(tmp_path):
+    path = _stats_json(tmp_path / "mask_stats.json")
+    stats = read_stats_file(path, classes=["a", "b"])
+    assert stats["classes"] == ["a", "b"]
+    assert stats["positive"].dtype == np.int64 and stats["positive"].tolist() == [3, 4]
+    assert stats["negative"]["pixels"].tolist() == [9, 8] and stats["negative"]["all_zero"].tolist() == [7, 7]
+    assert stats["negative"]["all_zero"].dtype == np.int64
+    assert stats["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (stats["valid_pixels"], stats["images"], stats["split"]) == (12, 2, "train")
+
+
+def test_read_stats_file_errors_name_the_file(tmp_path):
+    path = _stats_json(tmp_path / "mask_stats.json")
+    with pytest.raises(ConfigError, match=r"mask_stats.json.*\['a', 'b'\].*\['a', 'c'\]"):
+        read_stats_file(path, classes=["a", "c"])
+    with pytest.raises(ConfigError, match="missing.json: cannot read"):
+        read_stats_file(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="bad.json: not a mask_stats.json"):
+        read_stats_file(tmp_path / "bad.json")
+    (tmp_path / "partial.json").write_text(json.dumps({"channels": [{"name": "a"}]}))
+    with pytest.raises(ConfigError, match="partial.json"):
+        read_stats_file(tmp_path / "partial.json")

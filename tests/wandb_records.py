@@ -1,0 +1,47 @@
+"""Read an offline W&B run file (.wandb) back, independently of the code that wrote it.
+
+The file is a LevelDB-style log (NOTES.md): a 7-byte W&B header, and 32 KiB blocks
+of records (block 0 starts after the header), each with a 7-byte header (crc32 uint32, length uint16, type uint8:
+1 full, 2 first, 3 middle, 4 last). Each joined payload is a wandb Record protobuf.
+"""
+
+import json
+import struct
+from pathlib import Path
+
+BLOCK = 32 * 1024
+
+
+def read_records(path: Path):
+    from wandb.proto import wandb_internal_pb2
+
+    data = Path(path).read_bytes()
+    records, pending = [], b""
+    for start in range(0, len(data), BLOCK):
+        block, offset = data[start:start + BLOCK], 7 if start == 0 else 0  # the header shares block 0
+        while offset + 7 <= len(block):
+            _, length, kind = struct.unpack("<IHB", block[offset:offset + 7])
+            payload = block[offset + 7:offset + 7 + length]
+            offset += 7 + length
+            if kind == 0 and length == 0:
+                break
+            pending = payload if kind in (1, 2) else pending + payload
+            if kind in (1, 4):
+                record = wandb_internal_pb2.Record()
+                record.ParseFromString(pending)
+                records.append(record)
+    return records
+
+
+def history_rows(run_dir: Path) -> list[dict]:
+    """Every logged history row of the offline run(s) under ``run_dir/wandb``."""
+    rows = []
+    for path in sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")):
+        for record in read_records(path):
+            if record.WhichOneof("record_type") == "history":
+                row = {}
+                for item in record.history.item:
+                    key = item.key or "/".join(item.nested_key)
+                    row[key] = json.loads(item.value_json)
+                rows.append(row)
+    return rows
