@@ -27,7 +27,8 @@ import numpy as np
 from seg.config import BASE_CONFIG, Config, ConfigError, expand_path, read_yaml
 from seg.data.folders import IMAGE_SUFFIXES, split_samples
 from seg.data.masks import DataError, MaskSpec, decode_instances, read_raw
-from seg.stats import NEGATIVE_DEFINITIONS, MaskCounts, Problem, default_workers, map_chunks, measure_mask
+from seg.stats import (NEGATIVE_DEFINITIONS, MaskCounts, Problem, default_workers, map_chunks, measure_mask,
+                       read_mask_stats)
 
 SCHEMA_VERSION = 1
 SPLITS = ("train", "val", "all")
@@ -216,6 +217,8 @@ def plan_from_masks(mask_dir: Path, spec: MaskSpec, split: str = "all", out: str
         data = defaults["data"]
         items = _pick(items, seeded_val_stems([i.stem for i in items], data["val_fraction"], data["split_seed"]),
                       split)
+        if not items:
+            raise DataError(f"{mask_dir}: no masks in the {split} split ({len(problems)} problem(s) while scanning)")
     name = dataset_name(mask_dir.parent)
     clamp = clamp or tuple(float(v) for v in defaults["loss"]["clamp"])
     return AuditPlan(items, problems,
@@ -307,13 +310,16 @@ class AuditTally:
 
 
 def _image_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from the image file's header, or None when it cannot be read."""
-    from PIL import Image, UnidentifiedImageError  # pillow comes with matplotlib
+    """(width, height) as cv2.imread would load the image, from its header only; None when unreadable."""
+    from PIL import Image  # pillow comes with matplotlib
 
     try:
         with Image.open(path) as image:
-            return image.size
-    except (OSError, UnidentifiedImageError, ValueError):
+            width, height = image.size
+            if image.format in ("JPEG", "MPO", "TIFF") and image.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+                return height, width  # EXIF orientation: cv2.imread turns the image by 90 degrees
+            return width, height
+    except (OSError, ValueError, Image.DecompressionBombError):
         return None
 
 
@@ -520,6 +526,18 @@ def build_stats(tally: AuditTally, plan: AuditPlan) -> dict:
     }
 
 
+def read_stats_file(path: str | Path, classes: list[str] | None = None):
+    """(DatasetCounts, sha256) from a mask_stats.json, for ``loss.stats_file`` (see seg.stats.read_mask_stats).
+
+    Raises ConfigError naming the file when it is unreadable, counts validation masks, or its
+    classes differ from ``classes``.
+    """
+    from seg.strategy import DatasetCounts
+
+    stats = read_mask_stats(path, classes)
+    return DatasetCounts(stats["positive"], stats["valid_pixels"], stats["all_zero_pixels"]), stats["sha256"]
+
+
 def never_positive_problems(tally: AuditTally, plan: AuditPlan) -> list[Problem]:
     """A channel with no positive pixel in any counted mask: one problem per channel."""
     where = plan.source.get("masks") or plan.source.get("root", "")
@@ -681,7 +699,7 @@ def render_report(stats: dict, plots: list[str]) -> str:
               "Positive fractions are of the valid (not ignored) pixels. `pixels`: negatives of channel c are the "
               "valid pixels where c is 0; `all_zero`: the pixels where no channel is positive."
               + (f" Note: {stats['negatives_note']}; see mask_stats.json." if stats["negatives_note"] else ""),
-              "", f"Training reads these counts with `loss.stats_file: <this folder>/mask_stats.json`.", ""]
+              "", "Training reads these counts with `loss.stats_file: <this folder>/mask_stats.json`.", ""]
     lines += [f"![{name}]({name})" for name in plots if name != "object_sizes.png"] + [""]
     if stats["objects"]:
         obj = stats["objects"]

@@ -17,6 +17,18 @@ Threshold policies, all three reported in ``val.by_threshold``:
   is scored on, so optimistic: the block says so in ``note``. Pass ``tuned_thresholds``
   (probabilities found on validation) to apply fixed thresholds to another split.
 
+The ``val`` block (all values plain floats, null where undefined):
+
+- ``dice``, ``iou`` (macro), ``micro`` {dice, iou}, ``per_image`` {dice, iou},
+  ``per_channel`` {name: {dice, iou}}, ``empty_image_fp_rate`` {name: x} (among images whose
+  ground truth is empty in that channel, the fraction with any predicted pixel),
+  ``thresholds`` {name: probability}: all at ``threshold`` (metrics.threshold);
+- ``by_threshold`` {"0.5" | "prior_corrected" | "tuned": a block with those same keys;
+  "tuned" adds ``note``};
+- ``ece`` {"bins": 15, "raw": {name: x}, "prior_corrected": {name: x}, "raw_mean",
+  "prior_corrected_mean"} (means over channels with valid pixels);
+- ``threshold``, ``empty_policy``, ``num_images``.
+
 Under DDP, per-image counts and histograms are gathered (ranks hold different images)
 and calibration sums all-reduced; dataset-level scores are then exact provided every
 image is evaluated by exactly one rank. Every rank must call ``compute``.
@@ -28,6 +40,7 @@ import torch
 
 from seg.calibration import ECE_BINS, calibration_sums, expected_calibration_error, reliability_table
 from seg.metrics import (
+    EMPTY_POLICIES,
     all_gather_rows,
     all_reduce_counts,
     best_threshold_indices,
@@ -97,6 +110,8 @@ class Evaluator:
     def __init__(self, num_channels: int, device: torch.device | str, log_q: torch.Tensor | None = None,
                  empty: str = "nan", grid_step: float = 0.01, ece_bins: int = ECE_BINS,
                  tuned_thresholds: torch.Tensor | list[float] | None = None) -> None:
+        if empty not in EMPTY_POLICIES:
+            raise ValueError(f"empty must be one of {EMPTY_POLICIES}, got {empty!r}")
         self.num_channels = num_channels
         self.device = torch.device(device)
         self.empty = empty

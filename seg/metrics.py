@@ -39,11 +39,12 @@ TP, FP, FN, TN = range(4)
 
 
 def _check_shapes(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> None:
+    shape = tuple(logits.shape)
     if logits.dim() != 4 or target.shape != logits.shape:
-        raise ValueError(f"logits and target must both be [N,C,H,W]; got {tuple(logits.shape)} and {tuple(target.shape)}")
-    if valid is not None and (valid.dim() != 4 or valid.shape[1] not in (1, logits.shape[1])
-                              or valid.shape[0] != logits.shape[0] or valid.shape[2:] != logits.shape[2:]):
-        raise ValueError(f"valid must be [N,1,H,W] or [N,C,H,W] for logits {tuple(logits.shape)}; got {tuple(valid.shape)}")
+        raise ValueError(f"logits and target must both be [N,C,H,W]; got {shape} and {tuple(target.shape)}")
+    if valid is not None and (valid.dim() != 4 or valid.shape[1] not in (1, shape[1])
+                              or valid.shape[0] != shape[0] or valid.shape[2:] != logits.shape[2:]):
+        raise ValueError(f"valid must be [N,1,H,W] or [N,C,H,W] for logits {shape}; got {tuple(valid.shape)}")
 
 
 def confusion_counts(
@@ -190,10 +191,12 @@ def score_block(counts: torch.Tensor, class_names: list[str], empty: str) -> dic
     return {
         "dice": to_float(dice.nanmean()),
         "iou": to_float(iou.nanmean()),
-        "micro": {"dice": to_float(dice_score(counts, "micro", empty)), "iou": to_float(iou_score(counts, "micro", empty))},
+        "micro": {"dice": to_float(dice_score(counts, "micro", empty)),
+                  "iou": to_float(iou_score(counts, "micro", empty))},
         "per_image": {"dice": to_float(dice_score(counts, "per_image", empty)),
                       "iou": to_float(iou_score(counts, "per_image", empty))},
-        "per_channel": {name: {"dice": to_float(dice[c]), "iou": to_float(iou[c])} for c, name in enumerate(class_names)},
+        "per_channel": {name: {"dice": to_float(dice[c]), "iou": to_float(iou[c])}
+                        for c, name in enumerate(class_names)},
         "empty_image_fp_rate": {name: to_float(fp_rate[c]) for c, name in enumerate(class_names)},
     }
 

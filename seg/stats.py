@@ -19,7 +19,8 @@ import hashlib
 import json
 import multiprocessing
 import os
-from contextlib import contextmanager
+import sys
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from pathlib import Path
@@ -318,18 +319,14 @@ def map_chunks(fn: Callable[[list[T]], R], items: Sequence[T], workers: int = 1,
     if chunk_size is None:
         chunk_size = max(1, min(32, len(items) // (4 * workers) or 1))
     chunks = [list(items[i:i + chunk_size]) for i in range(0, len(items), chunk_size)]
-    with tqdm(total=len(items), desc=desc, unit="mask", disable=not progress, leave=False, dynamic_ncols=True) as bar, \
-            _cv2_for_masks():
-        if workers == 1:
-            for chunk in chunks:
-                yield fn(chunk)
-                bar.update(len(chunk))
-            return
-        with multiprocessing.get_context("fork" if os.name == "posix" else "spawn").Pool(
-                workers, initializer=_quiet_cv2) as pool:
-            for chunk, result in zip(chunks, pool.imap(fn, chunks)):
-                yield result
-                bar.update(len(chunk))
+    # fork (Linux) starts workers in milliseconds; elsewhere spawn. The pool is made before the bar's thread.
+    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    with (context.Pool(workers, initializer=_quiet_cv2) if workers > 1 else nullcontext()) as pool, \
+            _cv2_for_masks(), \
+            tqdm(total=len(items), desc=desc, unit="mask", disable=not progress, leave=False, dynamic_ncols=True) as bar:
+        for chunk, result in zip(chunks, pool.imap(fn, chunks) if pool is not None else map(fn, chunks)):
+            yield result
+            bar.update(len(chunk))
 
 
 def _count_chunk(spec: MaskSpec, samples: list[Sample]) -> MaskCounts:
@@ -357,14 +354,14 @@ def count_masks(samples: list[Sample], spec: MaskSpec, progress: bool = True, wo
 # ------------------------------------------------------------------ mask_stats.json, for training
 
 
-def read_stats_file(path: str | Path, classes: Sequence[str] | None = None) -> dict:
+def read_mask_stats(path: str | Path, classes: Sequence[str] | None = None) -> dict:
     """Read the counts that training needs from an audit's ``mask_stats.json``.
 
     Returns ``{"classes": [names], "positive": int64 (C,), "negative": {"pixels": int64 (C,),
-    "all_zero": int64 (C,)}, "valid_pixels": int, "images": int, "split": str,
-    "mask_format": str, "sha256": hex digest of the file}``. Raises ConfigError naming
-    the file when it cannot be read, lacks these fields, or its classes differ from
-    ``classes`` (when given).
+    "all_zero": int64 (C,)}, "valid_pixels": int, "all_zero_pixels": int, "images": int,
+    "split": str, "mask_format": str, "sha256": hex digest of the file}``. Raises ConfigError
+    naming the file when it cannot be read, lacks these fields, counts validation masks
+    (weights come from the training split only), or its classes differ from ``classes``.
     """
     path = Path(path)
     try:
@@ -376,15 +373,18 @@ def read_stats_file(path: str | Path, classes: Sequence[str] | None = None) -> d
         negative = {d: np.array([int(c["negative_pixels"][d]) for c in channels], dtype=np.int64)
                     for d in NEGATIVE_DEFINITIONS}
         result = {"classes": names, "positive": positive, "negative": negative,
-                  "valid_pixels": int(stats["pixels"]["valid"]), "images": int(stats["images"]),
-                  "split": str(stats["split"]), "mask_format": str(stats["format"]["mask_format"]),
-                  "sha256": hashlib.sha256(data).hexdigest()}
+                  "valid_pixels": int(stats["pixels"]["valid"]), "all_zero_pixels": int(stats["pixels"]["all_zero"]),
+                  "images": int(stats["images"]), "split": str(stats["split"]),
+                  "mask_format": str(stats["format"]["mask_format"]), "sha256": hashlib.sha256(data).hexdigest()}
     except OSError as err:
         raise ConfigError(f"{path}: cannot read the mask statistics file ({err.strerror or err}); "
                           "run scripts/audit_masks.py to write it") from None
-    except (ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise ConfigError(f"{path}: not a mask_stats.json written by scripts/audit_masks.py "
                           f"({type(err).__name__}: {err})") from None
+    if result["split"] == "val" or (result["split"] == "all" and "config" in (stats.get("source") or {})):
+        raise ConfigError(f"{path}: counts the {result['split']} split, validation masks included; weights come "
+                          "from the training split only: re-run scripts/audit_masks.py with --split train")
     if classes is not None and list(classes) != names:
         raise ConfigError(f"{path}: its classes {names} differ from data.classes {list(classes)}; "
                           "re-run scripts/audit_masks.py with this config")

@@ -1,5 +1,6 @@
 """seg/audit.py and scripts/audit_masks.py: counts pinned by hand, every problem kind, workers, real data, CLI."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ from seg import audit
 from seg.config import load_config
 from seg.data.folders import split_samples
 from seg.data.masks import MaskSpec
-from seg.stats import read_stats_file
+from seg.stats import read_mask_stats
 
 BINARY = MaskSpec("binary", ("fg",), (255,))
 
@@ -219,6 +220,19 @@ def test_binary_problem_folder_and_rgb_with_different_channels(tmp_path):
     assert stats["images"] == 6  # good, interp, badimage, big, orphan_mask, dup
 
 
+def test_image_size_follows_exif_orientation_as_cv2_reads_it(tmp_path):
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 20 wide x 10 high, shown (and read by cv2) turned: 10 wide x 20 high
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.zeros((10, 20, 3), np.uint8)).save(tmp_path / "images" / "a.jpg", exif=exif)
+    masks = masks_folder(tmp_path, {"a": np.zeros((20, 10), np.uint8)}, images=False)
+    assert cv2.imread(str(tmp_path / "images" / "a.jpg")).shape[:2] == (20, 10)
+    kinds = {p["kind"] for p in audit_stats(audit.plan_from_masks(masks, BINARY))["problems"]}
+    assert kinds == {"never_positive"}  # no size_mismatch: the mask is 10 wide x 20 high, like the image
+
+
 def test_missing_channel_and_missing_instances(tmp_path):
     write_png(tmp_path / "masks" / "a" / "x.png", np.zeros((2, 2), np.uint8))
     write_png(tmp_path / "masks" / "b" / "x.png", np.zeros((2, 2), np.uint8))
@@ -267,8 +281,12 @@ def test_run_audit_writes_the_folder_atomically(tmp_path, monkeypatch):
     report = (out / "report.md").read_text()
     assert "| fg | 25% |" in report and "![positive_fraction.png](positive_fraction.png)" in report
     assert "masks/interp.png" in report and "unexpected_values" in report
-    counts = read_stats_file(out / "mask_stats.json", classes=["fg"])
-    assert counts["positive"].tolist() == [channel(stats, "fg")["positive_pixels"]]
+    counts, sha256 = audit.read_stats_file(out / "mask_stats.json", classes=["fg"])  # what training reads
+    assert counts.positive.tolist() == [channel(stats, "fg")["positive_pixels"]] and counts.positive.dtype == np.int64
+    assert (counts.valid, counts.all_zero) == (stats["pixels"]["valid"], stats["pixels"]["all_zero"])
+    assert sha256 == hashlib.sha256((out / "mask_stats.json").read_bytes()).hexdigest()
+    full = read_mask_stats(out / "mask_stats.json")
+    assert full["negative"]["pixels"].tolist() == [channel(stats, "fg")["negative_pixels"]["pixels"]]
 
     def broken(*args):
         raise RuntimeError("disk full")

@@ -171,6 +171,8 @@ def test_log_q_shapes_and_errors():
         Evaluator(3, "cpu", log_q=torch.zeros(1, 3))
     with pytest.raises(ValueError, match="threshold"):
         evaluate(*random_data(6), threshold="best")
+    with pytest.raises(ValueError, match="empty"):
+        Evaluator(3, "cpu", empty="skip")
     assert log_q_from_pos_weight([1.0, math.e]).flatten().tolist() == pytest.approx([0.0, 1.0])
     assert log_q_from_pos_weight([2.0]).shape == (1, 1, 1)
 

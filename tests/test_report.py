@@ -73,6 +73,7 @@ def test_overlay_grid_layout_and_padding():
 
 
 def test_save_overlay_grid_png(tmp_path):
-    grid = overlay_grid([np.zeros((8, 8, 3), np.uint8)], [np.ones((8, 8, 2), np.uint8)], [np.zeros((8, 8, 2), np.uint8)])
+    grid = overlay_grid([np.zeros((8, 8, 3), np.uint8)], [np.ones((8, 8, 2), np.uint8)],
+                        [np.zeros((8, 8, 2), np.uint8)])
     path = save_overlay_grid(grid, NAMES, tmp_path / "grid.png", title="t")
     assert path.read_bytes()[:4] == b"\x89PNG"

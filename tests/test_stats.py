@@ -1,4 +1,4 @@
-"""seg/stats.py: value histograms, per-mask counts (equal to decoding + MaskCounts.add), count_masks, read_stats_file."""
+"""seg/stats.py: value histograms, per-mask counts (equal to decoding + MaskCounts.add), count_masks, read_mask_stats."""
 
 import hashlib
 import json
@@ -11,7 +11,7 @@ from conftest import write_png
 from seg.config import ConfigError
 from seg.data.folders import Sample
 from seg.data.masks import DataError, MaskSpec, load_mask
-from seg.stats import MaskCounts, allowed_values, count_masks, measure_mask, read_stats_file, value_counts
+from seg.stats import MaskCounts, allowed_values, count_masks, measure_mask, read_mask_stats, value_counts
 
 
 @pytest.mark.parametrize("dtype, high, shape", [(np.uint8, 256, (7, 13)), (np.uint8, 2, (30, 31)),
@@ -121,34 +121,36 @@ def test_count_masks_refuses_what_training_refuses(tmp_path):
         count_masks(samples, MaskSpec("binary", ("fg",), (255,)), progress=False)
 
 
-def _stats_json(path: Path, names=("a", "b")) -> Path:
+def _stats_json(path: Path, names=("a", "b"), split="train") -> Path:
     channels = [{"name": n, "positive_pixels": 3 + i, "negative_pixels": {"pixels": 9 - i, "all_zero": 7}}
                 for i, n in enumerate(names)]
-    path.write_text(json.dumps({"channels": channels, "pixels": {"valid": 12}, "images": 2, "split": "train",
+    path.write_text(json.dumps({"channels": channels, "pixels": {"valid": 12, "all_zero": 7}, "images": 2, "split": split,
                                 "format": {"mask_format": "multilabel"}}))
     return path
 
 
-def test_read_stats_file(tmp_path):
+def test_read_mask_stats(tmp_path):
     path = _stats_json(tmp_path / "mask_stats.json")
-    stats = read_stats_file(path, classes=["a", "b"])
+    stats = read_mask_stats(path, classes=["a", "b"])
     assert stats["classes"] == ["a", "b"]
     assert stats["positive"].dtype == np.int64 and stats["positive"].tolist() == [3, 4]
     assert stats["negative"]["pixels"].tolist() == [9, 8] and stats["negative"]["all_zero"].tolist() == [7, 7]
     assert stats["negative"]["all_zero"].dtype == np.int64
     assert stats["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert (stats["valid_pixels"], stats["images"], stats["split"]) == (12, 2, "train")
+    assert (stats["valid_pixels"], stats["all_zero_pixels"], stats["images"], stats["split"]) == (12, 7, 2, "train")
 
 
-def test_read_stats_file_errors_name_the_file(tmp_path):
+def test_read_mask_stats_errors_name_the_file(tmp_path):
     path = _stats_json(tmp_path / "mask_stats.json")
     with pytest.raises(ConfigError, match=r"mask_stats.json.*\['a', 'b'\].*\['a', 'c'\]"):
-        read_stats_file(path, classes=["a", "c"])
+        read_mask_stats(path, classes=["a", "c"])
     with pytest.raises(ConfigError, match="missing.json: cannot read"):
-        read_stats_file(tmp_path / "missing.json")
+        read_mask_stats(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ConfigError, match="bad.json: not a mask_stats.json"):
-        read_stats_file(tmp_path / "bad.json")
+        read_mask_stats(tmp_path / "bad.json")
+    with pytest.raises(ConfigError, match="val.json: counts the val split.*--split train"):
+        read_mask_stats(_stats_json(tmp_path / "val.json", split="val"))
     (tmp_path / "partial.json").write_text(json.dumps({"channels": [{"name": "a"}]}))
     with pytest.raises(ConfigError, match="partial.json"):
-        read_stats_file(tmp_path / "partial.json")
+        read_mask_stats(tmp_path / "partial.json")

@@ -169,3 +169,13 @@ def test_pretrained_weights_offline_fail_clearly(tmp_path, capsys, synthetic_roo
     err = bad_run(tmp_path, capsys, "--config", str(REPO / "configs" / "synthetic.yaml"),
                   f"data.root={synthetic_root}", "model.encoder_weights=imagenet")
     assert "model.encoder_weights" in err and "offline" in err
+
+
+def test_training_is_deterministic_on_cpu(tmp_path, synthetic_root):
+    losses = []
+    for out in ("a", "b"):
+        assert train("--config", str(REPO / "configs" / "synthetic.yaml"), f"run.out_dir={tmp_path / out}",
+                     f"data.root={synthetic_root}", "train.epochs=1", "logging.wandb.mode=disabled", *TINY) == 0
+        rows = [json.loads(line) for line in (tmp_path / out / "synthetic" / "metrics.jsonl").read_text().splitlines()]
+        losses.append((rows[0]["train/loss"], rows[0]["val/loss"], rows[0]["val/dice"]))
+    assert losses[0] == losses[1]

@@ -9,6 +9,7 @@ and index masks (12 values, one histogram per image).
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -75,11 +76,13 @@ def run(quick: bool = False) -> list[str]:
                 ("index_audit_1", lambda: tally_masks(index_items, AuditSettings(index), 1, progress=False)),
             ):
                 rates[name] = max(rates.get(name, 0.0), _rate(fn, count))
+        load = os.getloadavg()[0]
     vs_imread = rates["audit_1"] / rates["imread"]
     speedup = rates["audit_2"] / rates["audit_1"]
     verdict = "PASS" if vs_imread >= 0.85 and speedup >= 1.3 else "FAIL"
     lines = [
-        f"{count} generated {SIZE}x{SIZE} PNG masks, best of {rounds} interleaved rounds.", "",
+        f"{count} generated {SIZE}x{SIZE} PNG masks, best of {rounds} interleaved rounds; load average "
+        f"{load:.1f} on {os.cpu_count()} CPUs at the end (other work on the machine slows the 2-worker row most).", "",
         "| measurement | masks/s | ratio | target |",
         "|---|---|---|---|",
         f"| cv2.imread alone, serial (binary 0/255) | {rates['imread']:.0f} | 1.00 | |",
