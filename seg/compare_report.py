@@ -50,6 +50,14 @@ def _difference(row: dict | None, digits: int = 3) -> str:
     return f"**{text}**" if row["diff_ci_low"] > 0 or row["diff_ci_high"] < 0 else text
 
 
+def _weight(row: dict | None) -> str:
+    """A weight to 3 significant digits, with its range over seeds where it varies (per_batch, maps)."""
+    if row is None or row["mean"] is None:
+        return DASH
+    text = f"{row['mean']:.3g}"
+    return text if not row["sd"] or row["sd"] < 5e-4 * abs(row["mean"]) else f"{text} (sd {row['sd']:.2g})"
+
+
 def _percent(fraction: float | None) -> str:
     if fraction is None:
         return "?"
@@ -106,9 +114,10 @@ def results_markdown(manifest: dict, rows: list[dict]) -> str:
             lines += _table(head, [[s] + [_difference(find(rows, s, "dice", "0.5", c)) for c in channels]
                                    for s in strategies if s != reference]) + [""]
     lines += ["#### Applied weights: effective pos_weight in the last epoch", "",
-              "Mean weight on positive pixels / mean weight on negative pixels, per channel (1 = unweighted).", ""]
+              "Mean weight on positive pixels / mean weight on negative pixels, per channel, as applied in the last "
+              "epoch (1 = unweighted); mean over seeds, with the sd over seeds where it varies.", ""]
     lines += _table(["strategy"] + channels,
-                    [[s] + [_mean(find(rows, s, "effective_pos_weight", "", c), 3, n_seeds) for c in channels]
+                    [[s] + [_weight(find(rows, s, "effective_pos_weight", "", c)) for c in channels]
                      for s in strategies]) + [""]
     base = f"/{manifest['results_dir']}" if manifest.get("results_dir") else "."
     lines += [f"![Per-channel Dice with 95% intervals]({base}/{PLOTS['dice_per_channel']})", "",
@@ -205,13 +214,15 @@ def plot_dice_vs_frequency(rows: list[dict], strategies: list[str], channels: li
                            path: Path, title: str, reference: str | None) -> None:
     """Dice (left) and its paired difference from the reference (right) against channel frequency, log x."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
     known = sorted((c for c in channels if fractions.get(c)), key=lambda c: fractions[c])
     fig = Figure(figsize=(12, 4.6), layout="constrained")
     left, right = fig.subplots(1, 2)
     colours = _colours(len(strategies))
-    x = [fractions[c] for c in known]
     for k, strategy in enumerate(strategies):
+        dodge = 10 ** ((k - (len(strategies) - 1) / 2) * 0.012)  # side by side on the log axis
+        x = [fractions[c] * dodge for c in known]
         values = [_error(find(rows, strategy, "dice", "0.5", c)) for c in known]
         left.errorbar(x, [v[0] for v in values], yerr=[v[1] for v in values], marker="o", ms=4, capsize=2,
                       color=colours[k], label=strategy, lw=1)
@@ -223,7 +234,8 @@ def plot_dice_vs_frequency(rows: list[dict], strategies: list[str], channels: li
             right.errorbar(x, means, yerr=errors, marker="o", ms=4, capsize=2, color=colours[k], label=strategy, lw=1)
     for ax in (left, right):
         ax.set_xscale("log")
-        ax.set_xlabel("positive pixels in the training split (fraction, log scale)")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{100 * value:g}%"))
+        ax.set_xlabel("positive pixels of the channel in the training split (log scale)")
         ax.grid(alpha=0.3, which="both")
         for c in known:
             ax.annotate(c, (fractions[c], 1.0), xycoords=("data", "axes fraction"), rotation=60, fontsize=7,
@@ -231,7 +243,7 @@ def plot_dice_vs_frequency(rows: list[dict], strategies: list[str], channels: li
             ax.axvline(fractions[c], color="0.85", lw=0.6, zorder=0)
     if len(known) == 1:
         for ax in (left, right):
-            ax.set_xlim(x[0] / 3, x[0] * 3)
+            ax.set_xlim(fractions[known[0]] / 3, fractions[known[0]] * 3)
     left.set_ylim(0, 1)
     left.set_ylabel("Dice @0.5 (mean, 95% interval)")
     left.legend(fontsize=8)
