@@ -227,9 +227,19 @@ def build_manifest(experiment: Experiment, profile: str, runs: list[PlannedRun],
                    "lr": cfg.train.lr, "normalize": cfg.loss.normalize},
         "train_positive_fraction": channel_fractions(cfg),
         "wandb": {"mode": cfg.logging.wandb.mode, "project": cfg.logging.wandb.project,
-                  "group": cfg.logging.wandb.group, "out_dir": str(expand_path(cfg.run.out_dir))},
-        "jobs": jobs,
+                  "group": cfg.logging.wandb.group, "out_dir": cfg.run.out_dir},
+        "jobs": jobs, "machine": machine_description(cfg.train.device),
     }
+
+
+def machine_description(device: str) -> str:
+    """Where the wall times were measured, in words (e.g. "2 CPU cores, no GPU")."""
+    import torch
+
+    cores = f"{os.cpu_count()} CPU cores"
+    if device != "cpu" and torch.cuda.is_available():
+        return f"{cores}, {torch.cuda.get_device_name(0)}"
+    return f"{cores}, no GPU" if not torch.cuda.is_available() else f"{cores} (train.device cpu)"
 
 
 # ------------------------------------------------------------------ running

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from seg.aggregate import CSV_COLUMNS, MACRO, POLICIES, aggregate, find, format_csv_value
-from seg.config import ConfigError
+from seg.config import ConfigError, expand_path
 
 POLICY_LABELS = {"0.5": "0.5", "prior_corrected": "prior-corrected", "tuned": "tuned on val (optimistic)"}
 PLOTS = {"dice_per_channel": "dice_per_channel.png", "dice_vs_frequency": "dice_vs_frequency.png"}
@@ -89,7 +89,7 @@ def results_markdown(manifest: dict, rows: list[dict]) -> str:
         "and budget.",
         f"- **Budget**: {budget_text(budget)}.",
         "- **Reported epoch**: the last epoch of this fixed budget; no checkpoint or epoch is selected on "
-        "validation.",
+        "validation (best.pt, chosen on validation Dice, is not used here).",
         "- **Thresholds**: 0.5; prior-corrected (logit threshold log q_eff per channel, q_eff the effective "
         "pos_weight); tuned per channel on the validation images it is scored on: tuned on val (optimistic).",
         "- **Intervals**: mean ± half-width of the 95% Student t interval over seeds, "
@@ -102,7 +102,7 @@ def results_markdown(manifest: dict, rows: list[dict]) -> str:
         f"from the committed per-run summaries in `runs/` alone: `{manifest['aggregate_command']}`.",
         "",
     ]
-    lines += _macro_tables(rows, strategies, reference, n_seeds)
+    lines += _macro_tables(manifest, rows, strategies, reference, n_seeds)
     if len(channels) > 1:
         head = ["strategy"] + [f"{c} ({_percent(fractions.get(c))})" for c in channels]
         for policy in POLICIES:
@@ -138,7 +138,8 @@ def budget_text(budget: dict) -> str:
             + (f"the first {val} validation images" if val else "every validation image"))
 
 
-def _macro_tables(rows: list[dict], strategies: list[str], reference: str | None, n_seeds: int) -> list[str]:
+def _macro_tables(manifest: dict, rows: list[dict], strategies: list[str], reference: str | None,
+                  n_seeds: int) -> list[str]:
     lines = ["#### Macro scores (mean over channels)", ""]
     head = ["strategy", "Dice @0.5", "IoU @0.5", "Dice @prior-corrected", "Dice @tuned (val, optimistic)",
             "ECE raw", "ECE prior-corrected", "s / epoch"]
@@ -153,6 +154,8 @@ def _macro_tables(rows: list[dict], strategies: list[str], reference: str | None
                      _mean(find(rows, s, "ece", "prior_corrected", MACRO), 3, n_seeds),
                      DASH if wall is None else f"{wall['mean']:.1f}"])
     lines += _table(head, body) + [""]
+    lines += [f"s / epoch: mean wall time of an epoch (training and validation), measured on "
+              f"{manifest.get('machine') or 'an unrecorded machine'} with --jobs {manifest.get('jobs', 1)}.", ""]
     if reference in strategies:
         lines += [f"#### Macro differences from `{reference}` (paired by seed)", ""]
         head = ["strategy", "ΔDice @0.5", "ΔIoU @0.5", "ΔDice @prior-corrected", "ΔDice @tuned", "ΔECE raw"]
@@ -320,7 +323,7 @@ def log_results_table(manifest: dict, rows: list[dict]) -> None:
     if wandb.get("mode", "disabled") == "disabled":
         return
     name = f"{manifest['experiment']}-{manifest['profile']}-results"
-    run_dir = Path(wandb["out_dir"]) / name
+    run_dir = expand_path(wandb["out_dir"]) / name
     run_dir.mkdir(parents=True, exist_ok=True)
     tracker = Tracker(run_dir, wandb["mode"], wandb["project"], wandb.get("group"), name,
                       {k: manifest[k] for k in ("experiment", "profile", "strategies", "seeds", "budget")},

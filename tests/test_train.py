@@ -179,3 +179,23 @@ def test_training_is_deterministic_on_cpu(tmp_path, synthetic_root):
         rows = [json.loads(line) for line in (tmp_path / out / "synthetic" / "metrics.jsonl").read_text().splitlines()]
         losses.append((rows[0]["train/loss"], rows[0]["val/loss"], rows[0]["val/dice"]))
     assert losses[0] == losses[1]
+
+
+def test_training_reads_weights_from_an_audit_stats_file(tmp_path, synthetic_root, capsys):
+    """loss.stats_file: per_channel weights come from the audit's mask_stats.json, recorded with its hash."""
+    import hashlib
+
+    spec = importlib.util.spec_from_file_location("audit_script", REPO / "scripts" / "audit_masks.py")
+    audit_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(audit_script)
+    config = str(REPO / "configs" / "synthetic.yaml")
+    assert run_main(audit_script.main, ["--config", config, "--set", f"data.root={synthetic_root}",
+                                        "--out", str(tmp_path / "audit"), "--no-progress"]) == 0
+    stats_path = tmp_path / "audit" / "mask_stats.json"
+    stats = json.loads(stats_path.read_text())
+    assert train("--config", config, f"run.out_dir={tmp_path}", f"data.root={synthetic_root}", "train.epochs=1",
+                 "loss.weighting=per_channel", f"loss.stats_file={stats_path}", "logging.wandb.mode=disabled",
+                 *TINY) == 0
+    summary = json.loads((tmp_path / "synthetic" / "summary.json").read_text())
+    assert summary["pos_weight"] == pytest.approx([c["pos_weight"]["pixels"] for c in stats["channels"]], rel=1e-5)
+    assert summary["stats_sha256"] == hashlib.sha256(stats_path.read_bytes()).hexdigest()
