@@ -110,8 +110,9 @@ def main(argv=None) -> int:
           f"{len(stats['problems'])} problem(s)")
     for channel in stats["channels"]:
         w = channel["pos_weight"]
+        all_zero = f" / {w['all_zero']:g} (all_zero)" if stats["format"]["mask_format"] == "multilabel" else ""
         print(f"  {channel['name']:>16}: {100 * (channel['positive_fraction'] or 0):8.4f}% positive, "
-              f"pos_weight {w['pixels']:g} (pixels) / {w['all_zero']:g} (all_zero)")
+              f"pos_weight {w['pixels']:g} (pixels){all_zero}")
     for kind, count in stats["problem_counts"].items():
         print(f"  problem {kind}: {count}")
     print(f"wrote {plan.out_dir}/mask_stats.json, report.md, {', '.join(stats['plots'])}")

@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     quiet_environment()
-    from seg.compare import REPO_ROOT, load_experiment, results_directory, run_experiment, write_sweeps
+    from seg.compare import REPO_ROOT, load_experiment, results_directory, run_experiment
+    from seg.sweeps import write_sweeps
     from seg.compare_report import aggregate_directory, update_readme
 
     experiment = load_experiment(args.experiment)

@@ -19,7 +19,8 @@ budget are the same for every strategy. Interrupted grids resume: fit() skips fi
 runs and resumes interrupted ones from last.pt. Each finished run's summary.json is
 copied to ``experiments/results/<experiment>-<profile>/runs/<run>.json`` beside an
 ``experiment.json`` manifest, so that the aggregation can be regenerated from committed
-files alone (``--aggregate-only``).
+files alone (``--aggregate-only``, in :mod:`seg.compare_report`; the statistics are in
+:mod:`seg.aggregate`, the W&B sweep files for the same grid in :mod:`seg.sweeps`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +105,8 @@ def override_key(text: str) -> str:
 def load_experiment(path: str | Path) -> Experiment:
     """Read and check an experiment file (the run configs are validated by :func:`resolve_configs`)."""
     path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: experiment file not found (experiments/*.yaml lists the experiments)")
     raw = read_yaml(path)
     unknown = sorted(set(raw) - EXPERIMENT_KEYS)
     if unknown:
@@ -181,7 +185,7 @@ def results_directory(experiment: Experiment, profile: str, results_root: Path |
     return Path(results_root or RESULTS_ROOT) / f"{experiment.name}-{profile}"
 
 
-def _relative(path: Path) -> str:
+def relative_to_repo(path: Path) -> str:
     try:
         return str(Path(path).resolve().relative_to(REPO_ROOT))
     except ValueError:
@@ -189,10 +193,10 @@ def _relative(path: Path) -> str:
 
 
 def command_line(experiment: Experiment, profile: str, extra: list[str], results_root: Path | None) -> str:
-    parts = ["python scripts/compare.py", f"--experiment {_relative(experiment.path)}", f"--profile {profile}"]
+    parts = ["python scripts/compare.py", f"--experiment {relative_to_repo(experiment.path)}", f"--profile {profile}"]
     parts += [f"--set {o}" for o in extra]
     if results_root is not None and Path(results_root).resolve() != RESULTS_ROOT.resolve():
-        parts.append(f"--out {_relative(results_root)}")
+        parts.append(f"--out {relative_to_repo(results_root)}")
     return " ".join(parts)
 
 
@@ -206,15 +210,16 @@ def channel_fractions(cfg: Config) -> dict[str, float]:
 
 
 def build_manifest(experiment: Experiment, profile: str, runs: list[PlannedRun], configs: list[Config],
-                   extra: list[str], results_root: Path | None, results_dir: Path, jobs: int) -> dict:
+                   extra: list[str], results_root: Path | None, results_dir: Path) -> dict:
+    """What results.md needs besides the run summaries; ``trained_with`` keeps how each run was trained."""
     cfg = configs[0]
     command = command_line(experiment, profile, extra, results_root)
     inside = results_dir.resolve().is_relative_to(REPO_ROOT)
     return {
         "experiment": experiment.name, "profile": profile, "title": experiment.title,
-        "experiment_file": _relative(experiment.path), "base": experiment.base,
+        "experiment_file": relative_to_repo(experiment.path), "base": experiment.base,
         "command": command, "aggregate_command": command + " --aggregate-only",
-        "results_dir": _relative(results_dir) if inside else None,
+        "results_dir": relative_to_repo(results_dir) if inside else None,
         "strategies": {name: list(o) for name, o in experiment.strategies.items()},
         "seeds": list(experiment.seeds), "reference": experiment.reference,
         "runs": [{"name": r.name, "strategy": r.strategy, "seed": r.seed} for r in runs],
@@ -228,8 +233,19 @@ def build_manifest(experiment: Experiment, profile: str, runs: list[PlannedRun],
         "train_positive_fraction": channel_fractions(cfg),
         "wandb": {"mode": cfg.logging.wandb.mode, "project": cfg.logging.wandb.project,
                   "group": cfg.logging.wandb.group, "out_dir": cfg.run.out_dir},
-        "jobs": jobs, "machine": machine_description(cfg.train.device),
+        "trained_with": previous_trained_with(results_dir, [r.name for r in runs]),
     }
+
+
+def previous_trained_with(results_dir: Path, names: list[str]) -> dict[str, dict]:
+    """``{run: {"jobs": N, "machine": text}}`` from an earlier manifest, for the runs still in the grid."""
+    path = results_dir / MANIFEST
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    recorded = previous.get("trained_with") or {}
+    if not recorded and "jobs" in previous:  # a manifest from before per-run records
+        recorded = {name: {"jobs": previous["jobs"], "machine": previous.get("machine")} for name in names
+                    if (results_dir / "runs" / f"{name}.json").is_file()}
+    return {name: recorded[name] for name in names if name in recorded}
 
 
 def machine_description(device: str) -> str:
@@ -245,33 +261,59 @@ def machine_description(device: str) -> str:
 # ------------------------------------------------------------------ running
 
 
-def copy_summary(cfg: Config, results_dir: Path) -> None:
-    """Copy a finished run's summary.json into ``results_dir/runs/<run>.json``."""
+_RESULTS_LOCK = threading.Lock()  # --jobs: runs finish in threads that share the manifest
+
+
+def record_run(cfg: Config, results_dir: Path, manifest: dict, trained_with: dict) -> None:
+    """Copy a finished run's summary.json to ``results_dir/runs/<run>.json``; a new or changed
+    summary was trained by this call, so ``trained_with`` (jobs, machine) is noted in the manifest."""
     from seg.checkpoint import write_text_atomic
     from seg.fit import run_directory
 
-    target = results_dir / "runs" / f"{cfg.run.name}.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(target, (run_directory(cfg) / "summary.json").read_text())
+    with _RESULTS_LOCK:
+        target = results_dir / "runs" / f"{cfg.run.name}.json"
+        text = (run_directory(cfg) / "summary.json").read_text()
+        if target.is_file() and target.read_text() == text:
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(target, text)
+        manifest["trained_with"][cfg.run.name] = trained_with
+        write_manifest(manifest, results_dir)
 
 
-def train_in_process(configs: list[Config], results_dir: Path, progress: bool) -> None:
+def already_recorded(cfg: Config, results_dir: Path) -> bool:
+    """A run whose summary was copied into the results after its last epoch is finished, even
+    when runs/ is gone (a fresh checkout: runs/ is not committed, the results are)."""
+    from seg.fit import run_directory
+
+    copy = results_dir / "runs" / f"{cfg.run.name}.json"
+    if not copy.is_file() or (run_directory(cfg) / "summary.json").is_file():
+        return False
+    return json.loads(copy.read_text()).get("epochs_completed", 0) >= cfg.train.epochs
+
+
+def train_in_process(configs: list[Config], results_dir: Path, manifest: dict, progress: bool) -> None:
     """Run the grid one after the other in this process (finished runs return at once)."""
     from seg import fit as training
 
+    trained_with = {"jobs": 1, "machine": machine_description(configs[0].train.device)}
     for index, cfg in enumerate(configs, 1):
         print(f"[{index}/{len(configs)}] {cfg.run.name}", flush=True)
+        if already_recorded(cfg, results_dir):
+            print(f"{cfg.run.name}: finished (recorded in {results_dir / 'runs'}), skipped", flush=True)
+            continue
         training.fit(cfg, progress=progress)
-        copy_summary(cfg, results_dir)
+        record_run(cfg, results_dir, manifest, trained_with)
 
 
 def train_in_subprocesses(experiment: Experiment, runs: list[PlannedRun], configs: list[Config],
-                          results_dir: Path, jobs: int) -> None:
+                          results_dir: Path, manifest: dict, jobs: int) -> None:
     """Run the grid ``jobs`` at a time, each as ``scripts/train.py`` with its log in the run directory."""
     from seg.fit import run_directory
 
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    trained_with = {"jobs": jobs, "machine": machine_description(configs[0].train.device)}
 
     def one(item: tuple[PlannedRun, Config]) -> tuple[str, int, Path]:
         run, cfg = item
@@ -282,12 +324,13 @@ def train_in_subprocesses(experiment: Experiment, runs: list[PlannedRun], config
         with log.open("w") as handle:
             code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT).returncode
         if code == 0:
-            copy_summary(cfg, results_dir)
+            record_run(cfg, results_dir, manifest, trained_with)
         print(f"{run.name}: {'done' if code == 0 else f'failed (exit {code}), see {log}'}", flush=True)
         return run.name, code, log
 
+    todo = [(run, cfg) for run, cfg in zip(runs, configs) if not already_recorded(cfg, results_dir)]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        failed = [(name, log) for name, code, log in pool.map(one, zip(runs, configs)) if code != 0]
+        failed = [(name, log) for name, code, log in pool.map(one, todo) if code != 0]
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(runs)} runs failed: "
                            + "; ".join(f"{name} (log: {log})" for name, log in failed))
@@ -307,68 +350,11 @@ def run_experiment(experiment: Experiment, profile: str = "quick", extra: list[s
     runs = plan_runs(experiment, profile, extra)
     configs = resolve_configs(experiment, runs)
     results_dir = results_directory(experiment, profile, results_root)
-    write_manifest(build_manifest(experiment, profile, runs, configs, extra, results_root, results_dir, jobs),
-                   results_dir)
+    manifest = build_manifest(experiment, profile, runs, configs, extra, results_root, results_dir)
+    write_manifest(manifest, results_dir)
     print(f"{experiment.name} ({profile}): {len(runs)} runs, results in {results_dir}", flush=True)
     if jobs == 1:
-        train_in_process(configs, results_dir, progress)
+        train_in_process(configs, results_dir, manifest, progress)
     else:
-        train_in_subprocesses(experiment, runs, configs, results_dir, jobs)
+        train_in_subprocesses(experiment, runs, configs, results_dir, manifest, jobs)
     return results_dir
-
-
-# ------------------------------------------------------------------ W&B sweeps for the same grid
-
-
-def sweep_files(experiment: Experiment, profile: str = "full") -> dict[str, dict]:
-    """W&B grid sweeps over loss.weighting x run.seed, one per set of coupled loss keys.
-
-    A grid sweep cannot couple keys (border_map needs apply_as: weight), so strategies
-    are grouped by their overrides other than loss.weighting; the group holding the
-    reference keeps the plain name ``<experiment>.sweep.yaml``. W&B passes values as
-    ``key=str(value)``: null is written as the string "null". Each sweep run writes
-    to its own run.out_dir (runs/sweeps/<W&B run id>).
-    """
-    groups: dict[tuple[str, ...], list[str]] = {}
-    for name, overrides in experiment.strategies.items():
-        weighting = [o.partition("=")[2] for o in overrides if override_key(o) == "loss.weighting"]
-        if len(weighting) != 1:
-            raise ConfigError(f"{experiment.path}: strategy {name} must set loss.weighting once for a sweep")
-        fixed = tuple(sorted(o for o in overrides if override_key(o) != "loss.weighting"))
-        groups.setdefault(fixed, []).append(weighting[0])
-    files = {}
-    for fixed, weightings in sorted(groups.items(), key=lambda g: (experiment.reference or "none") not in g[1]):
-        label = ".".join(re.sub(r"[^A-Za-z0-9_]+", "_", o.removeprefix("loss.")) for o in fixed)
-        parameters = {"loss.weighting": {"values": weightings}, "run.seed": {"values": list(experiment.seeds)}}
-        for text in (*experiment.common, *experiment.profiles[profile], *fixed,
-                     f"logging.wandb.group={experiment.name}", "logging.wandb.mode=online",
-                     "run.out_dir=runs/sweeps/${WANDB_RUN_ID}"):
-            key, _, value = text.partition("=")
-            parsed = yaml.safe_load(value) if value.strip() else None
-            parameters[key] = {"value": "null" if parsed is None else parsed}
-        files[f"{experiment.name}{'.' + label if label else ''}.sweep.yaml"] = {
-            "name": f"{experiment.name}-{profile}{'-' + label if label else ''}",
-            "program": "scripts/train.py", "method": "grid",
-            "metric": {"name": "val/dice", "goal": "maximize"},
-            "parameters": parameters,
-            "command": ["${env}", "${interpreter}", "scripts/train.py", "--config", experiment.base,
-                        "${args_no_hyphens}"],
-        }
-    return files
-
-
-def sweep_text(experiment: Experiment, sweep: dict, profile: str = "full") -> str:
-    header = (f"# W&B sweep for {_relative(experiment.path)} (profile {profile}), written by\n"
-              f"#   python scripts/compare.py --experiment {_relative(experiment.path)} --write-sweeps\n"
-              "# Start it with `wandb sweep <this file>` and `wandb agent <sweep id>`; a test checks that\n"
-              "# every swept key is a config key and that this file matches the experiment.\n")
-    return header + yaml.safe_dump(sweep, sort_keys=False, width=120)
-
-
-def write_sweeps(experiment: Experiment, profile: str = "full") -> list[Path]:
-    written = []
-    for filename, sweep in sweep_files(experiment, profile).items():
-        path = experiment.path.parent / filename
-        path.write_text(sweep_text(experiment, sweep, profile))
-        written.append(path)
-    return written

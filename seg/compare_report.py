@@ -120,18 +120,36 @@ def results_markdown(manifest: dict, rows: list[dict]) -> str:
                     [[s] + [_weight(find(rows, s, "effective_pos_weight", "", c)) for c in channels]
                      for s in strategies]) + [""]
     base = f"/{manifest['results_dir']}" if manifest.get("results_dir") else "."
-    lines += [f"![Per-channel Dice with 95% intervals]({base}/{PLOTS['dice_per_channel']})", "",
-              f"![Dice against channel frequency]({base}/{PLOTS['dice_vs_frequency']})", "",
-              "Every number, per channel and for IoU too, is in `results.csv` beside this file."]
+    lines += [f"![Dice with 95% intervals]({base}/{PLOTS['dice_per_channel']})", ""]
+    if len(channels) > 1:
+        lines += [f"![Dice against channel frequency]({base}/{PLOTS['dice_vs_frequency']})", ""]
+    lines += ["Every number, per channel and for IoU too, is in `results.csv` beside this file."]
     return "\n".join(lines) + "\n"
+
+
+def _measured_on(manifest: dict) -> str:
+    """Where and how the runs were trained, from the manifest's per-run records."""
+    records = list((manifest.get("trained_with") or {}).values())
+    if not records and "jobs" in manifest:  # a manifest from before per-run records
+        records = [{"jobs": manifest["jobs"], "machine": manifest.get("machine")}]
+    counts: dict[str, int] = {}
+    for record in records:
+        key = f"on {record.get('machine') or 'an unrecorded machine'} with --jobs {record.get('jobs')}"
+        counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        return "training conditions not recorded"
+    if len(counts) == 1:
+        return f"measured {next(iter(counts))}"
+    return "measured " + "; ".join(f"{key} ({n} runs)" for key, n in sorted(counts.items()))
 
 
 def budget_text(budget: dict) -> str:
     samples = budget.get("samples_per_epoch")
     crops = f"{samples} random crops" if samples else "one random crop per training image"
-    steps = f", at most {budget['max_steps_per_epoch']} steps" if budget.get("max_steps_per_epoch") else ""
+    steps = f", at most {budget['max_steps_per_epoch']} steps per epoch" if budget.get("max_steps_per_epoch") else ""
     val = budget.get("max_val_images")
-    return (f"{budget['epochs']} epochs of {crops} of {budget['image_size']} px per epoch (batch "
+    epochs = f"{budget['epochs']} epoch{'s' if budget['epochs'] != 1 else ''}"
+    return (f"{epochs} of {crops} of {budget['image_size']} px per epoch (batch "
             f"{budget['batch_size']}{steps}), {budget['arch']}/{budget['encoder']} "
             f"({budget.get('encoder_weights') or 'from scratch'}), lr {budget['lr']:g}, "
             f"loss.normalize {str(budget['normalize']).lower()}, validation on "
@@ -154,8 +172,7 @@ def _macro_tables(manifest: dict, rows: list[dict], strategies: list[str], refer
                      _mean(find(rows, s, "ece", "prior_corrected", MACRO), 3, n_seeds),
                      DASH if wall is None else f"{wall['mean']:.1f}"])
     lines += _table(head, body) + [""]
-    lines += [f"s / epoch: mean wall time of an epoch (training and validation), measured on "
-              f"{manifest.get('machine') or 'an unrecorded machine'} with --jobs {manifest.get('jobs', 1)}.", ""]
+    lines += [f"s / epoch: mean wall time of an epoch (training and validation), {_measured_on(manifest)}.", ""]
     if reference in strategies:
         lines += [f"#### Macro differences from `{reference}` (paired by seed)", ""]
         head = ["strategy", "ΔDice @0.5", "ΔIoU @0.5", "ΔDice @prior-corrected", "ΔDice @tuned", "ΔECE raw"]
@@ -184,32 +201,49 @@ def _error(row: dict | None) -> tuple[float, float]:
     return row["mean"], 0.0 if row["ci_high"] is None else row["ci_high"] - row["mean"]
 
 
+def _bars(ax, rows: list[dict], strategies: list[str], keys: list[tuple[str, str]], colours: list) -> None:
+    """One bar per strategy for each (policy, channel) in ``keys``, with its interval."""
+    width = 0.8 / len(strategies)
+    for k, strategy in enumerate(strategies):
+        values = [_error(find(rows, strategy, "dice", policy, channel)) for policy, channel in keys]
+        ax.bar([i + (k - (len(strategies) - 1) / 2) * width for i in range(len(keys))], [v[0] for v in values],
+               width, yerr=[v[1] for v in values], capsize=2, color=colours[k], label=strategy,
+               error_kw={"elinewidth": 0.8})
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("Dice")
+    ax.grid(axis="y", alpha=0.3)
+
+
 def plot_dice_per_channel(rows: list[dict], strategies: list[str], channels: list[str], fractions: dict,
                           path: Path, title: str) -> None:
-    """Grouped bars: Dice per channel (and macro) per strategy, one panel per threshold policy."""
+    """Grouped bars of Dice per strategy: per channel (and macro), one panel per threshold policy;
+    with a single channel, one panel with a group per threshold policy."""
     from matplotlib.figure import Figure
 
-    groups = [*channels, MACRO] if len(channels) > 1 else channels
+    colours = _colours(len(strategies))
+    caption = "mean and 95% t interval over seeds"
+    if len(channels) == 1:
+        fig = Figure(figsize=(max(6.0, 0.45 * len(POLICIES) * len(strategies) + 2.0), 4.2), layout="constrained")
+        ax = fig.subplots()
+        _bars(ax, rows, strategies, [(policy, channels[0]) for policy in POLICIES], colours)
+        ax.set_xticks(range(len(POLICIES)), [f"threshold\n{POLICY_LABELS[p]}" for p in POLICIES], fontsize=9)
+        ax.legend(ncol=min(len(strategies), 5), fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.0))
+        fig.suptitle(f"{title}\nDice of {channels[0]} ({_percent(fractions.get(channels[0]))} of training pixels), "
+                     f"{caption}", fontsize=10)
+        fig.savefig(path, dpi=100)
+        return
+    groups = [*channels, MACRO]
     labels = [g if g == MACRO else f"{g}\n{_percent(fractions.get(g))}" for g in groups]
-    width = 0.8 / len(strategies)
-    fig = Figure(figsize=(max(7.0, 0.28 * len(groups) * len(strategies) + 2.5), 2.6 * len(POLICIES) + 0.8),
+    fig = Figure(figsize=(max(8.0, 0.28 * len(groups) * len(strategies) + 2.5), 2.6 * len(POLICIES) + 1.0),
                  layout="constrained")
     axes = fig.subplots(len(POLICIES), 1, sharex=True)
-    colours = _colours(len(strategies))
     for ax, policy in zip(axes, POLICIES):
-        for k, strategy in enumerate(strategies):
-            values = [_error(find(rows, strategy, "dice", policy, g)) for g in groups]
-            ax.bar([i + (k - (len(strategies) - 1) / 2) * width for i in range(len(groups))],
-                   [v[0] for v in values], width, yerr=[v[1] for v in values], capsize=2,
-                   color=colours[k], label=strategy, error_kw={"elinewidth": 0.8})
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("Dice")
+        _bars(ax, rows, strategies, [(policy, g) for g in groups], colours)
         ax.set_title(f"threshold {POLICY_LABELS[policy]}", fontsize=10, loc="left")
-        ax.grid(axis="y", alpha=0.3)
     axes[-1].set_xticks(range(len(groups)), labels, fontsize=8)
     axes[0].legend(ncol=min(len(strategies), 5), fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.12))
-    fig.suptitle(f"{title}: Dice per channel (mean, 95% t interval over seeds; "
-                 "x labels: positive pixels in the training split)", fontsize=10)
+    fig.suptitle(f"{title}\nDice per channel, {caption} (under each channel: its share of training pixels)",
+                 fontsize=10)
     fig.savefig(path, dpi=100)
 
 
@@ -217,10 +251,14 @@ def plot_dice_vs_frequency(rows: list[dict], strategies: list[str], channels: li
                            path: Path, title: str, reference: str | None) -> None:
     """Dice (left) and its paired difference from the reference (right) against channel frequency, log x."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     known = sorted((c for c in channels if fractions.get(c)), key=lambda c: fractions[c])
-    fig = Figure(figsize=(12, 4.6), layout="constrained")
+    if not known:
+        return
+    narrow = fractions[known[-1]] / fractions[known[0]] < 10  # under a decade: label the minor ticks too
+    percent = FuncFormatter(lambda value, _: f"{100 * value:.3g}%")
+    fig = Figure(figsize=(12, 5.0), layout="constrained")
     left, right = fig.subplots(1, 2)
     colours = _colours(len(strategies))
     for k, strategy in enumerate(strategies):
@@ -237,7 +275,8 @@ def plot_dice_vs_frequency(rows: list[dict], strategies: list[str], channels: li
             right.errorbar(x, means, yerr=errors, marker="o", ms=4, capsize=2, color=colours[k], label=strategy, lw=1)
     for ax in (left, right):
         ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{100 * value:g}%"))
+        ax.xaxis.set_major_formatter(percent)
+        ax.xaxis.set_minor_formatter(percent if narrow else NullFormatter())
         ax.set_xlabel("positive pixels of the channel in the training split (log scale)")
         ax.grid(alpha=0.3, which="both")
         for c in known:
@@ -249,10 +288,11 @@ def plot_dice_vs_frequency(rows: list[dict], strategies: list[str], channels: li
             ax.set_xlim(fractions[known[0]] / 3, fractions[known[0]] * 3)
     left.set_ylim(0, 1)
     left.set_ylabel("Dice @0.5 (mean, 95% interval)")
-    left.legend(fontsize=8)
+    handles, labels = left.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(strategies), 8), fontsize=8)
     right.axhline(0, color="black", lw=0.8)
     right.set_ylabel(f"Dice minus {reference} (paired by seed, 95% interval)")
-    fig.suptitle(f"{title}: where weighting helps, by channel frequency (threshold 0.5)", fontsize=10)
+    fig.suptitle(f"{title}\nwhere weighting helps, by channel frequency (threshold 0.5)", fontsize=10)
     fig.savefig(path, dpi=100)
 
 
@@ -309,8 +349,9 @@ def aggregate_directory(results_dir: Path) -> list[dict]:
     strategies, fractions = list(manifest["strategies"]), manifest.get("train_positive_fraction") or {}
     title = manifest.get("title") or manifest["experiment"]
     plot_dice_per_channel(rows, strategies, classes, fractions, results_dir / PLOTS["dice_per_channel"], title)
-    plot_dice_vs_frequency(rows, strategies, classes, fractions, results_dir / PLOTS["dice_vs_frequency"], title,
-                           manifest.get("reference"))
+    if len(classes) > 1:  # one channel: a single point, nothing to read off
+        plot_dice_vs_frequency(rows, strategies, classes, fractions, results_dir / PLOTS["dice_vs_frequency"], title,
+                               manifest.get("reference"))
     log_results_table(manifest, rows)
     return rows
 

@@ -2,7 +2,6 @@
 experiment and sweep files, and the README result blocks."""
 
 import importlib.util
-import json
 import math
 import shutil
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from seg import compare
+from seg import compare, sweeps
 from seg.aggregate import aggregate, find, paired_difference, t_interval
 from seg.cli import run_main
 from seg.compare_report import aggregate_directory, log_results_table, readme_blocks, replace_readme_block
@@ -137,6 +136,7 @@ def test_tiny_grid_resumes_skips_finished_runs_and_reaggregates(tmp_path, monkey
     assert "2 strategies x 2 seeds (0, 1) = 4 runs" in markdown and "tuned on val (optimistic)" in markdown
     assert "no checkpoint or epoch is selected on validation" in markdown and "Student t" in markdown
     assert "--experiment" in markdown and "--aggregate-only" in markdown
+    assert "with --jobs 1." in markdown  # how the runs were trained (wall times depend on it)
     for strategy in ("none", "per_channel"):
         assert f"| {strategy} | " in markdown
     csv_rows = (results_dir / "results.csv").read_text().splitlines()
@@ -165,6 +165,13 @@ def test_tiny_grid_resumes_skips_finished_runs_and_reaggregates(tmp_path, monkey
                                               "--out", str(results_root), "--aggregate-only"]) == 0
     assert (results_dir / "results.md").read_text() == markdown
 
+    # a fresh checkout has the committed results but no runs/: nothing is retrained
+    trained.clear()
+    monkeypatch.setattr(compare.subprocess, "run", None)  # no subprocess may start either
+    compare.run_experiment(experiment, "ci", extra, results_root=results_root, progress=False)
+    compare.run_experiment(experiment, "ci", extra, jobs=2, results_root=results_root, progress=False)
+    assert trained == [] and not runs_dir.exists()
+
 
 def test_bad_experiment_is_refused_with_exit_code_2(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
@@ -176,7 +183,7 @@ def test_bad_experiment_is_refused_with_exit_code_2(tmp_path, capsys):
         compare.resolve_configs(compare.load_experiment(bad), compare.plan_runs(compare.load_experiment(bad), "ci"))
 
 
-def test_results_table_goes_to_wandb_unless_disabled(monkeypatch):
+def test_results_table_goes_to_wandb_unless_disabled(tmp_path, monkeypatch):
     logged = []
 
     class FakeTracker:
@@ -197,7 +204,7 @@ def test_results_table_goes_to_wandb_unless_disabled(monkeypatch):
     log_results_table(manifest, [])
     assert logged == []
     rows = aggregate(RUNS, ["cell", "speck"])
-    manifest["wandb"].update(mode="offline", out_dir=str(Path(__import__("tempfile").mkdtemp())))
+    manifest["wandb"].update(mode="offline", out_dir=str(tmp_path))
     log_results_table(manifest, rows)
     assert logged == [("offline", "x", "x-quick-results"), ("comparison/results", ["strategy", "quantity"], len(rows)),
                       "finished"]
@@ -236,7 +243,7 @@ def _grid_points(sweep: dict):
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_sweep_files_match_the_experiment_and_use_valid_keys(path):
     experiment = compare.load_experiment(path)
-    expected = compare.sweep_files(experiment)
+    expected = sweeps.sweep_files(experiment)
     committed = {p.name: yaml.safe_load(p.read_text()) for p in path.parent.glob(f"{path.stem}*.sweep.yaml")}
     assert committed == expected, "regenerate with: python scripts/compare.py --experiment ... --write-sweeps"
     covered = set()
