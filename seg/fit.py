@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 import traceback
@@ -98,6 +99,9 @@ def _better(value: float | None, best: float) -> bool:
 
 def fit(cfg: Config, progress: bool = True) -> dict:
     """Train (or resume, or report a finished run) and return summary.json's content."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("torchrun with several processes: multi-process (DDP) training is not implemented yet; "
+                          "run python scripts/train.py (one process) instead")
     data = prepare_data(cfg, progress=progress)
     cfg = replace(cfg, data={"val_stems": data.val_stems})
     device = resolve_device(cfg.train.device)

@@ -199,3 +199,9 @@ def test_training_reads_weights_from_an_audit_stats_file(tmp_path, synthetic_roo
     summary = json.loads((tmp_path / "synthetic" / "summary.json").read_text())
     assert summary["pos_weight"] == pytest.approx([c["pos_weight"]["pixels"] for c in stats["channels"]], rel=1e-5)
     assert summary["stats_sha256"] == hashlib.sha256(stats_path.read_bytes()).hexdigest()
+
+
+def test_torchrun_with_several_processes_is_refused_clearly(tmp_path, capsys, monkeypatch, synthetic_root):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    err = bad_run(tmp_path, capsys, "--config", str(REPO / "configs" / "synthetic.yaml"), f"data.root={synthetic_root}")
+    assert "DDP" in err and "not implemented" in err
