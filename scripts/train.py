@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_environment()
     from seg.config import load_config
     from seg.fit import fit
-    from seg.console import print_results
+    from seg.report import print_results
 
     cfg = load_config(args.config, args.overrides + bare)
     summary = fit(cfg, progress=not args.no_progress)

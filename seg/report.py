@@ -121,3 +121,12 @@ def save_overlay_grid(grid: np.ndarray, class_names: list[str], path: str | Path
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def print_results(summary: dict, class_names: list[str]) -> None:
+    """The results table printed at the end of a training run (the final epoch's ``val`` block)."""
+    print()
+    print(f"weighting: {summary['weighting']}   effective pos_weight: "
+          + ", ".join(f"{q:.3g}" for q in summary["effective_pos_weight"])
+          + f"   epochs: {summary['epochs_completed']} (best.pt: epoch {summary['best_epoch']})")
+    print(markdown_table(summary["val"], class_names))
