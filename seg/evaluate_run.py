@@ -139,6 +139,7 @@ def _log_to_wandb(cfg: Config, run_dir: Path, split: str, metrics: dict, names: 
     tracker.log_table(f"eval/{split}/table", ["threshold", "channel", "dice", "iou", "probability"], rows)
     if examples[0]:
         tracker.log_overlays(f"eval/{split}/examples", *examples, names, step=1)
+    tracker.log_image_file(f"eval/{split}/reliability", run_dir / f"eval-{split}-reliability.png", step=1)
     headline = {f"eval/{split}/{policy}/{m}": block[m] for policy, block in metrics["by_threshold"].items()
                 for m in ("dice", "iou")}
     headline.update({f"eval/{split}/dice": metrics["dice"], f"eval/{split}/iou": metrics["iou"]})

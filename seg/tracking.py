@@ -103,6 +103,15 @@ class Tracker:
         except Exception as err:  # noqa: BLE001
             self._warn(err)
 
+    def log_image_file(self, key: str, path: Path, step: int | None = None) -> None:
+        """A PNG written elsewhere (e.g. the reliability diagram), as a W&B image."""
+        if self.run is None:
+            return
+        try:
+            self.run.log({key: self._wandb.Image(str(path))}, step=step)
+        except Exception as err:  # noqa: BLE001
+            self._warn(err)
+
     def log_table(self, key: str, columns: list[str], rows: list[list]) -> None:
         if self.run is None:
             return

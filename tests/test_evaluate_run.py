@@ -84,6 +84,7 @@ def test_evaluate_writes_results_tables_plots_and_wandb(run_dir, capsys):
     rows = history_rows(run_dir / "eval" / "val")
     assert any(key.startswith("eval/val/examples/") for row in rows for key in row)
     assert any(key.startswith("eval/val/table/") for row in rows for key in row)
+    assert any(key.startswith("eval/val/reliability") for row in rows for key in row)  # the diagram too
     assert list((run_dir / "eval" / "val").glob("wandb/offline-run-*/files/media/images/**/*.mask.png"))
 
 
