@@ -189,8 +189,9 @@ def _train(cfg: Config, data: RunData, model: torch.nn.Module, weighting: Weight
                                                                    options, log_q(effective)), names, step=epoch)
     summary = _summary(cfg, weighting, effective, train, val, state, epoch_times, stats_source, run_dir)
     checkpoint.write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))
-    tracker.summary({"best_epoch": summary["best_epoch"], "val/dice": summary["val"]["dice"],
-                     "val/iou": summary["val"]["iou"]})
+    tracker.summary({key: summary[key] for key in ("best_epoch", "weighting", "pos_weight", "effective_pos_weight",
+                                                   "mean_applied_weight", "weight_map_stats") if key in summary}
+                    | {"val/dice": summary["val"]["dice"], "val/iou": summary["val"]["iou"]})
     if best_path.is_file():
         tracker.log_file_artifact(best_path, f"{cfg.run.name}-best", "model")
     tracker.finish()

@@ -10,7 +10,7 @@ from seg.cli import run_main
 from seg.data.synthetic import generate
 
 from conftest import REPO, binary_dataset, write_config, write_png
-from wandb_records import history_rows
+from wandb_records import history_rows, summary_values
 
 import importlib.util
 
@@ -56,6 +56,9 @@ def test_synthetic_run_writes_the_contract_files_and_resumes(tmp_path, synthetic
     history = history_rows(run)
     assert history and history[0]["val/dice"] == pytest.approx(rows[0]["val/dice"])
     assert list(run.glob("wandb/offline-run-*/files/media/images/**/*.mask.png"))
+    logged = summary_values(run)  # the applied weights reach W&B too
+    assert logged["pos_weight"] == pytest.approx(summary["pos_weight"])
+    assert logged["effective_pos_weight"] == pytest.approx(summary["effective_pos_weight"])
 
     # resume: same run name, more epochs, continues from the saved epoch
     last_mtime = (run / "checkpoints" / "last.pt").stat().st_mtime_ns

@@ -45,3 +45,14 @@ def history_rows(run_dir: Path) -> list[dict]:
                     row[key] = json.loads(item.value_json)
                 rows.append(row)
     return rows
+
+
+def summary_values(run_dir: Path) -> dict:
+    """The run summary as written (the last value of each key wins)."""
+    values = {}
+    for path in sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")):
+        for record in read_records(path):
+            if record.WhichOneof("record_type") == "summary":
+                for item in record.summary.update:
+                    values[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return values
