@@ -10,7 +10,7 @@ positive count, the ignored pixels and the set of values present, which is what
 the value checks need. :func:`measure_mask` gives the same counts as
 ``MaskCounts.add(*load_mask(...))`` and accepts the same values (``allowed_values``
 follows the decoders of ``seg/data/masks.py``); instead of raising at the first
-bad value it returns every problem found, for the audit (``seg/audit.py``).
+bad value it returns every problem found, for the audit (``seg/audit/``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""seg/audit.py and scripts/audit_masks.py: counts pinned by hand, every problem kind, workers, real data, CLI."""
+"""seg/audit/ and scripts/audit_masks.py: counts pinned by hand, every problem kind, workers, real data, CLI."""
 
 import hashlib
 import json

@@ -72,7 +72,7 @@ def run_audit(plan: AuditPlan, workers: int | None = None, progress: bool = True
     stats = build_stats(tally, plan)
 
     def fill(folder: Path) -> None:
-        stats["plots"] = write_plots(stats, folder)
+        stats["plots"] = write_plots(stats, folder)  # looked up here: tests patch seg.audit.write_plots
         (folder / "mask_stats.json").write_text(json.dumps(stats, indent=1) + "\n")
         (folder / "report.md").write_text(render_report(stats, stats["plots"]))
 
