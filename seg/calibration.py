@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from seg.plots import save_figure
+
 ECE_BINS = 15
 PIXELS, PROB_SUM, POSITIVES = range(3)
 
@@ -116,11 +118,4 @@ def plot_reliability(
         ax.legend(fontsize=7, loc="upper left")
     for extra in range(len(class_names), rows * columns):
         axes[extra // columns][extra % columns].axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)

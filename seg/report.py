@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from seg.plots import save_figure
+
 # Channel colours (RGB), from matplotlib's tab10: distinguishable, colour-blind friendlier than pure RGB.
 PALETTE = np.array([(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
                     (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)], dtype=np.uint8)
@@ -113,14 +115,7 @@ def save_overlay_grid(grid: np.ndarray, class_names: list[str], path: str | Path
     handles = [Patch(color=PALETTE[c % len(PALETTE)] / 255, label=name) for c, name in enumerate(class_names)]
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(6, len(handles)),
               fontsize=8, frameon=False)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)
 
 
 def print_results(summary: dict, class_names: list[str]) -> None:
