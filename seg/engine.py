@@ -7,7 +7,6 @@ metric counts are accumulated as device tensors and read once per epoch.
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 
 import torch
@@ -135,7 +134,3 @@ def effective_weights(sums: WeightSums | None, num_channels: int) -> list[float]
         return [1.0] * num_channels
     return [float(q) for q in sums.effective_pos_weight().cpu()]
 
-
-def log_q(effective: list[float]) -> torch.Tensor:
-    """(C,1,1) logit shift for the prior-corrected threshold."""
-    return torch.tensor([math.log(q) for q in effective], dtype=torch.float32).view(-1, 1, 1)

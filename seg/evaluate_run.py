@@ -32,8 +32,8 @@ from seg.data.folders import find_samples, split_samples
 from seg.data.masks import DataError
 from seg.data.synthetic import ensure_synthetic
 from seg.data.transforms import eval_transform
-from seg.engine import StepOptions, evaluate, log_q
-from seg.evaluation import Evaluator
+from seg.engine import StepOptions, evaluate
+from seg.evaluation import Evaluator, log_q
 from seg.fit import resolve_device
 from seg.models import build_model
 from seg.overlays import overlay_examples

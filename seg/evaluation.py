@@ -200,8 +200,13 @@ class Evaluator:
         return {name: reliability_table(sums) for name, sums in self._reduced_ece().items()}
 
 
-def log_q_from_pos_weight(effective_pos_weight: list[float] | torch.Tensor) -> torch.Tensor:
-    """log(q_eff) as (C,1,1) from summary.json's ``effective_pos_weight`` (C numbers)."""
+def log_q(effective_pos_weight: list[float] | torch.Tensor) -> torch.Tensor:
+    """log(q_eff) as a float32 (C,1,1) logit shift for the prior-corrected threshold.
+
+    ``effective_pos_weight``: C positive numbers (summary.json's ``effective_pos_weight``).
+    The logarithm is taken in float64 and rounded once, so the shift does not depend on the
+    float32 ``log`` of the torch build or CPU at hand.
+    """
     q = torch.as_tensor(effective_pos_weight, dtype=torch.float64).flatten()
     if not bool((q > 0).all()):
         raise ValueError(f"effective_pos_weight must be positive, got {q.tolist()}")

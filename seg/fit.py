@@ -23,10 +23,11 @@ from seg import checkpoint
 from seg.config import Config, ConfigError, config_diff, config_to_dict, expand_path, read_yaml, replace, save_config, validate
 from seg.data.build import RunData, build_datasets, prepare_data
 from seg.data.dataset import pad_collate
-from seg.engine import StepOptions, effective_weights, epoch_row, evaluate, log_q, train_one_epoch
-from seg.evaluation import Evaluator
+from seg.engine import StepOptions, effective_weights, epoch_row, evaluate, train_one_epoch
+from seg.evaluation import Evaluator, log_q
 from seg.models import build_model
 from seg.overlays import overlay_examples
+from seg.provenance import provenance
 from seg.strategy import DatasetCounts, Weighting, build_weighting
 from seg.tracking import Tracker, append_metrics, truncate_metrics
 
@@ -154,7 +155,8 @@ def _train(cfg: Config, data: RunData, model: torch.nn.Module, weighting: Weight
         print(f"resuming {run_dir.name} from epoch {state['epoch']}")
     truncate_metrics(run_dir / "metrics.jsonl", state["epoch"])
     tracker = Tracker(run_dir, cfg.logging.wandb.mode, cfg.logging.wandb.project, cfg.logging.wandb.group,
-                      cfg.run.name, config_to_dict(cfg), tags=[cfg.loss.weighting])
+                      cfg.run.name, config_to_dict(cfg) | {"provenance": provenance(str(device))},
+                      tags=[cfg.loss.weighting])
     epoch_times, val, train, effective = [], None, None, [1.0] * len(names)
     for epoch in range(state["epoch"] + 1, cfg.train.epochs + 1):
         start = time.perf_counter()
@@ -188,6 +190,7 @@ def _train(cfg: Config, data: RunData, model: torch.nn.Module, weighting: Weight
             tracker.log_overlays("val/examples", *overlay_examples(model, val_set, cfg.logging.wandb.log_images,
                                                                    options, log_q(effective)), names, step=epoch)
     summary = _summary(cfg, weighting, effective, train, val, state, epoch_times, stats_source, run_dir)
+    summary["provenance"] = provenance(str(device))
     checkpoint.write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))
     tracker.summary({key: summary[key] for key in ("best_epoch", "weighting", "pos_weight", "effective_pos_weight",
                                                    "mean_applied_weight", "weight_map_stats") if key in summary}

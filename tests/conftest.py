@@ -56,3 +56,24 @@ def binary_dataset(root: Path, count: int = 4, size: int = 40, seed: int = 0) ->
 def write_config(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def assert_close_tree(got, expected, rel: float = 1e-5, abs_: float = 1e-7, where: str = "") -> None:
+    """Nested dicts/lists equal in structure, strings and None exactly, numbers within tolerance.
+
+    For results computed by two different float32 code paths (the production evaluation and an
+    independent pass in a test): they agree to float32 precision, not bit for bit, since the
+    vectorised path of the CPU and the torch build change the last bits.
+    """
+    if isinstance(expected, dict):
+        assert isinstance(got, dict) and set(got) == set(expected), f"{where}: keys {sorted(got)} != {sorted(expected)}"
+        for key in expected:
+            assert_close_tree(got[key], expected[key], rel, abs_, f"{where}.{key}")
+    elif isinstance(expected, (list, tuple)):
+        assert isinstance(got, (list, tuple)) and len(got) == len(expected), f"{where}: {got} != {expected}"
+        for i, (a, b) in enumerate(zip(got, expected)):
+            assert_close_tree(a, b, rel, abs_, f"{where}[{i}]")
+    elif isinstance(expected, float) and not isinstance(got, bool):
+        assert got == pytest.approx(expected, rel=rel, abs=abs_), f"{where}: {got} != {expected}"
+    else:
+        assert got == expected, f"{where}: {got!r} != {expected!r}"

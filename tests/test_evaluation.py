@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from seg.evaluation import POLICIES, TUNED_NOTE, Evaluator, batch_statistics, log_q_from_pos_weight
+from seg.evaluation import POLICIES, TUNED_NOTE, Evaluator, batch_statistics, log_q
 from seg.metrics import confusion_counts, dice_score, logit_boundaries, probability_grid
 
 NAMES = ["a", "b", "c"]
@@ -173,8 +173,8 @@ def test_log_q_shapes_and_errors():
         evaluate(*random_data(6), threshold="best")
     with pytest.raises(ValueError, match="empty"):
         Evaluator(3, "cpu", empty="skip")
-    assert log_q_from_pos_weight([1.0, math.e]).flatten().tolist() == pytest.approx([0.0, 1.0])
-    assert log_q_from_pos_weight([2.0]).shape == (1, 1, 1)
+    assert log_q([1.0, math.e]).flatten().tolist() == pytest.approx([0.0, 1.0])
+    assert log_q([2.0]).shape == (1, 1, 1)
 
 
 def test_no_update_gives_nulls_not_errors():

@@ -1,0 +1,115 @@
+"""Where a result came from: code version, command, library versions and machine.
+
+``provenance(device)`` is written into summary.json, eval-*.json, the comparison's
+per-run records and the W&B config, so that every number can be traced back to the
+commit (and whether the tree had uncommitted changes), the command that made it, the
+exact versions of the libraries that computed it and the hardware it ran on.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# distribution name on PyPI -> key in the provenance block
+PACKAGES = {
+    "torch": "torch",
+    "torchvision": "torchvision",
+    "segmentation-models-pytorch": "segmentation_models_pytorch",
+    "timm": "timm",
+    "albumentations": "albumentations",
+    "opencv-python-headless": "opencv",
+    "numpy": "numpy",
+    "wandb": "wandb",
+}
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10,
+                              check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+@lru_cache(maxsize=1)
+def git_state() -> dict:
+    """{"commit": sha or None (not a git checkout), "dirty": tracked files changed since the commit}."""
+    commit = _git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status)}
+
+
+def package_version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@lru_cache(maxsize=1)
+def versions() -> dict:
+    """Versions of python and of the libraries that compute the results (None where not installed)."""
+    out = {"python": platform.python_version()}
+    for distribution, key in PACKAGES.items():
+        out[key] = package_version(distribution)
+    if out["opencv"] is None:  # another OpenCV build (e.g. opencv-python) provides cv2
+        out["opencv"] = package_version("opencv-python")
+    return out
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_description(device: str = "cpu") -> dict:
+    """{"type", "name" (GPU name or CPU model), "cpu", "cpu_count", "torch_threads"} for ``device``."""
+    import torch
+
+    out = {"type": str(device).split(":")[0], "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+           "torch_threads": torch.get_num_threads()}
+    if out["type"] == "cuda" and torch.cuda.is_available():
+        out["name"] = torch.cuda.get_device_name(torch.device(device))
+        out["cuda"] = torch.version.cuda
+    else:
+        out["name"] = out["cpu"]
+    return out
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command as typed (``python scripts/train.py --config ...``), shell-quoted."""
+    argv = sys.argv if argv is None else argv
+    program = argv[0] if argv else ""
+    prefix = ["python"] if program.endswith(".py") else []
+    return shlex.join(prefix + [_relative(program)] + list(argv[1:])) if argv else ""
+
+
+def _relative(path: str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return path
+
+
+def provenance(device: str = "cpu", argv: list[str] | None = None) -> dict:
+    """The block written as ``"provenance"`` into every result file."""
+    return {**git_state(), "command": command_line(argv), "versions": versions(),
+            "device": device_description(device)}
