@@ -1,31 +1,65 @@
 # make train: set up .venv if needed, train the default job (synthetic data), print results.
 # make test:  set up .venv if needed, run the whole test suite.
+# make lock:  re-resolve requirements.lock from pyproject.toml (deliberately; see below).
+#
+# .venv is installed from requirements.lock (every package pinned with ==), then the
+# project itself with --no-deps, so a fresh clone gets the same packages on any day.
 VENV   ?= .venv
-PYTHON ?= python3
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || echo python3)
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.seg-installed
+LOCK   := requirements.lock
 
 export NO_ALBUMENTATIONS_UPDATE := 1
 export HF_HUB_OFFLINE := 1
 export WANDB_SILENT := true
 
-.PHONY: install train test benchmark clean
+# Installs exactly the lock, then the project without its dependencies.
+INSTALL_LOCK := $(PY) -m pip install --quiet -r $(LOCK) && $(PY) -m pip install --quiet --no-deps -e .
+
+.PHONY: install check-lock lock train test benchmark clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Re-runs whenever requirements.lock or pyproject.toml is newer than the stamp.
+$(STAMP): $(LOCK) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(INSTALL_LOCK)
 	touch $(STAMP)
 
-train: $(STAMP)
+# The installed versions must equal the lock. A .venv that has drifted (an older install,
+# a package upgraded by hand) is reinstalled from the lock once; if it still differs,
+# stop with the check's message (then: rm -rf .venv && make test).
+check-lock: $(STAMP)
+	@$(PY) scripts/check_lock.py || { echo "make: reinstalling $(VENV) from $(LOCK)"; \
+	    $(INSTALL_LOCK) && $(PY) scripts/check_lock.py; }
+
+# Re-resolve requirements.lock from pyproject.toml (dependencies + the test extra) for
+# CPython 3.11 on Linux x86_64 (manylinux_2_28, so torch's nvidia-* CUDA wheels are pinned
+# too), with torch/torchvision held by lock-constraints.txt. uv only resolves here (from
+# PyPI metadata, no wheel downloads); pip installs. Pins already in the lock are kept where
+# they still fit; `make lock LOCK_ARGS=--upgrade` moves everything to the newest allowed.
+# The command:
+#   uv pip compile pyproject.toml --extra test --constraint lock-constraints.txt \
+#     --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+#     --custom-compile-command "make lock" --quiet --output-file requirements.lock
+# Then `make install` (or `make test`) brings .venv in line with the new lock.
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(VENV)/bin/uv || $(PY) -m pip install --quiet uv
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test --constraint lock-constraints.txt \
+	    --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	    --custom-compile-command "make lock" --quiet $(LOCK_ARGS) --output-file $(LOCK)
+	@echo "wrote $(LOCK); make install brings .venv in line with it"
+
+train: check-lock
 	$(PY) scripts/train.py --config configs/synthetic.yaml
 
-test: $(STAMP)
+test: check-lock
 	$(PY) -m pytest -q
 
-benchmark: $(STAMP)
+benchmark: check-lock
 	$(PY) scripts/benchmark.py | tee BENCHMARKS.md
 
 clean:

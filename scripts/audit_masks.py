@@ -17,13 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seg.cli import add_common_arguments, quiet_environment, run_main  # noqa: E402
+from seg.cli import ArgumentParser, add_common_arguments, at_least, quiet_environment, run_main  # noqa: E402
 from seg.config import ConfigError  # noqa: E402
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line and exit 2 (through run_main), not usage + message
-        raise ConfigError(f"{self.prog}: {message} (see --help)")
 
 
 def _int_list(text: str) -> list[int]:
@@ -34,7 +29,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def parse_args(argv):
-    parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog=Path(__file__).name, description=__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", help="training config (YAML): audits its data.root as training reads it")
     source.add_argument("--masks", type=Path, help="a folder of masks (images in a sibling images/)")
@@ -46,7 +41,7 @@ def parse_args(argv):
                         "of the positive class (default 1,255)")
     parser.add_argument("--ignore-index", type=int, help="with --masks, index: class value to ignore")
     parser.add_argument("--out", help="output folder (default runs/audit-<dataset>)")
-    parser.add_argument("--workers", type=int, help="worker processes (default: the CPUs available, at most 8)")
+    parser.add_argument("--workers", type=at_least(1), help="worker processes (default: the CPUs available, at most 8)")
     parser.add_argument("--split", choices=["train", "val", "all"],
                         help="which masks to count (default: train with --config, all with --masks)")
     parser.add_argument("--objects", action=argparse.BooleanOptionalAction, default=None,
@@ -60,8 +55,6 @@ def parse_args(argv):
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_arguments(parser)
     args = parser.parse_args(argv)
-    if args.workers is not None and args.workers < 1:
-        parser.error(f"--workers must be at least 1, got {args.workers}")
     masks_only = [f"--{n.replace('_', '-')}" for n in ("format", "classes", "positive_values", "ignore_index",
                                                        "connectivity") if getattr(args, n) is not None]
     if args.config and masks_only:

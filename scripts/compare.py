@@ -13,20 +13,19 @@ between <!-- results:NAME --> and <!-- /results:NAME -->. --write-sweeps writes 
 sweep files for the experiment's grid. Exit codes: 0 done, 2 bad experiment/config/data, 1 other.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seg.cli import add_common_arguments, quiet_environment, run_main  # noqa: E402
+from seg.cli import ArgumentParser, add_common_arguments, at_least, quiet_environment, run_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog=Path(__file__).name, description=__doc__)
     parser.add_argument("--experiment", required=True, help="experiment YAML (experiments/NAME.yaml)")
     parser.add_argument("--profile", default="quick", help="budget profile of the experiment (default quick)")
-    parser.add_argument("--jobs", type=int, default=1,
+    parser.add_argument("--jobs", type=at_least(1), default=1,
                         help="runs at a time, as subprocesses (default 1; wall time per epoch is measured with 1)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key for every run, repeatable")

@@ -8,21 +8,20 @@ into the run directory, and logs the table and overlays to W&B (eval/<split>/wan
 Exit codes: 0 done, 2 missing run/checkpoint/split or bad config (one line), 1 other errors.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seg.cli import add_common_arguments, quiet_environment, run_main  # noqa: E402
+from seg.cli import ArgumentParser, add_common_arguments, at_least, quiet_environment, run_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog=Path(__file__).name, description=__doc__)
     parser.add_argument("--run", required=True, help="the run directory, e.g. runs/synthetic")
     parser.add_argument("--split", choices=["val", "test"], default="val", help="which labelled split (default val)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the run's train.device")
-    parser.add_argument("--overlays", type=int, default=8, help="examples in the overlay grid (default 8)")
+    parser.add_argument("--overlays", type=at_least(0), default=8, help="examples in the overlay grid (default 8)")
     parser.add_argument("--wandb", choices=["offline", "online", "disabled"],
                         help="W&B mode (default: the run's logging.wandb.mode)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -6,17 +6,16 @@ bare key=value arguments work too (what W&B sweep agents pass). Training an exis
 run.name resumes it. Exit codes: 0 done, 2 bad config or data (one line), 1 other errors.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seg.cli import add_common_arguments, quiet_environment, run_main  # noqa: E402
+from seg.cli import ArgumentParser, add_common_arguments, quiet_environment, run_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog=Path(__file__).name, description=__doc__)
     parser.add_argument("--config", required=True, help="YAML config (only what differs from configs/base.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, repeatable")

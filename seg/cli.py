@@ -1,7 +1,8 @@
-"""What every script shares: error handling with exit codes, and config loading.
+"""What every script shares: argument parsing, error handling with exit codes, a quiet environment.
 
-Exit codes (CONTRACT.md): 0 success, 2 bad config or bad input (one line naming the
-file/key/value, no traceback unless --debug), 1 anything else.
+Exit codes: 0 success; 2 bad config or bad input (one line naming the file, key or value,
+no traceback unless --debug); 3 training diverged (a non-finite loss; one line naming the
+epoch, step and last good checkpoint); 1 anything else; 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -12,10 +13,36 @@ import sys
 import traceback
 from typing import Callable
 
-from seg.config import ConfigError
-from seg.data.masks import DataError
+from seg.errors import ConfigError, DataError, TrainingDiverged
 
 USER_ERRORS = (ConfigError, DataError)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors: a bad flag is a user error (exit 2), not a usage block."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(**kwargs)
+
+    def error(self, message: str):
+        raise ConfigError(f"{self.prog}: {message} (see --help)")
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """argparse type: an integer >= ``minimum`` (the message names the bound)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
 
 
 def quiet_environment() -> None:
@@ -28,17 +55,29 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
 
 
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= 600 else text[:600] + " ..."
+
+
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Run ``main(argv)`` and map errors to exit codes: user mistakes -> 2, anything else -> 1."""
+    """Run ``main(argv)`` and map errors to exit codes: user mistakes -> 2, divergence -> 3, else 1."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
         return int(main(argv) or 0)
+    except SystemExit as exit_:  # --help, or a library calling sys.exit
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     except USER_ERRORS as err:
         if debug:
             traceback.print_exc()
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -46,5 +85,6 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
         if debug:
             traceback.print_exc()
         else:
-            print(f"error: {type(err).__name__}: {err} (run with --debug for the traceback)", file=sys.stderr)
+            print(f"error: {type(err).__name__}: {_one_line(err)} (run with --debug for the traceback)",
+                  file=sys.stderr)
         return 1

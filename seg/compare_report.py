@@ -100,6 +100,7 @@ def results_markdown(manifest: dict, rows: list[dict]) -> str:
         "(a score is undefined, under the empty policy, when a channel is empty in truth and prediction).",
         f"- **Regenerate**: `{manifest['command']}` (trains what is missing, resumes, skips finished runs); "
         f"from the committed per-run summaries in `runs/` alone: `{manifest['aggregate_command']}`.",
+        f"- **Provenance**: {provenance_text(manifest.get('run_provenance') or [])}",
         "",
     ]
     lines += _macro_tables(manifest, rows, strategies, reference, n_seeds)
@@ -125,6 +126,28 @@ def results_markdown(manifest: dict, rows: list[dict]) -> str:
         lines += [f"![Dice against channel frequency]({base}/{PLOTS['dice_vs_frequency']})", ""]
     lines += ["Every number, per channel and for IoU too, is in `results.csv` beside this file."]
     return "\n".join(lines) + "\n"
+
+
+def provenance_text(records: list[dict | None]) -> str:
+    """One sentence from the runs' provenance blocks (in grid order): commits, libraries, device."""
+    known = [r for r in records if r]
+    if not known:
+        return "not recorded (runs trained before provenance was written into summary.json)."
+    commits = list(dict.fromkeys((r.get("commit") or "unknown")[:10] for r in known))
+    dirty = sum(1 for r in known if r.get("dirty"))
+    if len(commits) == 1:
+        where = f"trained at commit `{commits[0]}`"
+    else:
+        where = f"trained from commit `{commits[0]}` to `{commits[-1]}` ({len(commits)} commits: {', '.join(commits)})"
+    where += f", {dirty} of {len(known)} runs with uncommitted changes" if dirty else ", clean tree"
+    if len(known) < len(records):
+        where += f"; {len(records) - len(known)} runs without a record"
+    versions = known[-1].get("versions") or {}
+    shown = ("python", "torch", "segmentation_models_pytorch", "numpy")
+    libraries = ", ".join(f"{k} {v}" for k, v in versions.items() if k in shown and v)
+    device = known[-1].get("device") or {}
+    machine = f"{device.get('name')}, {device.get('torch_threads')} threads" if device else "unrecorded device"
+    return f"{where}; {libraries}; {machine}. Each run's full record is in `runs/<run>.json` (`provenance`)."
 
 
 def _measured_on(manifest: dict) -> str:
@@ -343,6 +366,7 @@ def aggregate_directory(results_dir: Path) -> list[dict]:
     manifest, runs = read_results(results_dir)
     classes = manifest["classes"]
     manifest["train_positive_fraction"] = summary_fractions(runs, classes) or manifest.get("train_positive_fraction")
+    manifest["run_provenance"] = [runs[run["strategy"]][run["seed"]].get("provenance") for run in manifest["runs"]]
     rows = aggregate(runs, classes, manifest.get("reference"))
     (results_dir / "results.md").write_text(results_markdown(manifest, rows))
     write_csv(rows, results_dir / "results.csv")

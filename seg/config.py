@@ -15,18 +15,24 @@ import copy
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from seg.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BASE_CONFIG = REPO_ROOT / "configs" / "base.yaml"
 WEIGHTINGS = ("none", "global", "per_channel", "per_batch", "class_map", "border_map")
 
-
-class ConfigError(ValueError):
-    """A user mistake in a config file or override; the message names file and key."""
+# Ranges, checked when the config is loaded (before anything is created)
+Count = Annotated[int, Field(ge=0)]               # 0 allowed: workers, seeds, images to log
+Positive = Annotated[int, Field(ge=1)]            # epochs, batch size, steps, samples
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+MaskValue = Annotated[int, Field(ge=0, le=65535)]  # 8- or 16-bit PNG
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*")
 
 
 class _Section(BaseModel):
@@ -36,22 +42,30 @@ class _Section(BaseModel):
 class RunConfig(_Section):
     name: str
     out_dir: str
-    seed: int
+    seed: Count
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not _PLAIN_NAME.fullmatch(value) or ".." in value:
+            raise ValueError("must be a plain name (letters, digits and _ . + = -; no path separators, no '..'), "
+                             f"got {value!r}: runs are written to run.out_dir/run.name")
+        return value
 
 
 class DataConfig(_Section):
     root: str
     mask_format: Literal["binary", "index", "multilabel", "instance"]
     classes: list[str]
-    positive_values: Optional[list[int]]
-    ignore_index: Optional[int]
+    positive_values: Optional[list[MaskValue]]
+    ignore_index: Optional[MaskValue]
     image_size: int
-    num_workers: int
+    num_workers: Count
     val_fraction: float
-    split_seed: int
+    split_seed: Count
     val_stems: Optional[list[str]]
-    samples_per_epoch: Optional[int]
-    max_val_images: Optional[int]
+    samples_per_epoch: Optional[Positive]
+    max_val_images: Optional[Positive]
     synthetic: bool
 
     @field_validator("image_size")
@@ -72,6 +86,10 @@ class DataConfig(_Section):
     def _format_keys(self) -> "DataConfig":
         if not self.classes:
             raise ValueError("data.classes must name at least one channel")
+        if any(not name.strip() or "/" in name for name in self.classes):
+            raise ValueError(f"data.classes: channel names must be non-empty and without '/', got {self.classes}")
+        if self.positive_values is not None and not self.positive_values:
+            raise ValueError("data.positive_values must list at least one mask value (or be null)")
         if len(set(self.classes)) != len(self.classes):
             raise ValueError(f"data.classes has duplicate names: {self.classes}")
         if self.mask_format in ("binary", "instance") and len(self.classes) != 1:
@@ -86,28 +104,28 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float
+    epochs: Positive
+    batch_size: Positive
+    lr: PositiveFloat
+    weight_decay: NonNegativeFloat
     device: Literal["auto", "cpu", "cuda"]
     amp: bool
     channels_last: bool
-    max_steps_per_epoch: Optional[int]
+    max_steps_per_epoch: Optional[Positive]
 
 
 class BorderConfig(_Section):
     instances_from: Literal["instance", "positive", "negative"]
     connectivity: Literal[4, 8]
-    w0: float
-    sigma: float
+    w0: NonNegativeFloat
+    sigma: PositiveFloat
 
 
 class LossConfig(_Section):
     weighting: Literal["none", "global", "per_channel", "per_batch", "class_map", "border_map"]
     apply_as: Literal["pos_weight", "weight"]
     negatives: Literal["pixels", "all_zero"]
-    clamp: tuple[float, float]
+    clamp: tuple[PositiveFloat, PositiveFloat]
     normalize: bool
     stats_file: Optional[str]
     ema: Optional[float]
@@ -140,9 +158,9 @@ class MetricsConfig(_Section):
 
 class WandbConfig(_Section):
     mode: Literal["offline", "online", "disabled"]
-    project: str
+    project: Annotated[str, Field(min_length=1)]
     group: Optional[str]
-    log_images: int
+    log_images: Count
 
 
 class LoggingConfig(_Section):
@@ -193,7 +211,9 @@ def read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a YAML config is expected)") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):

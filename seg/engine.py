@@ -1,7 +1,9 @@
 """The training loop as a handful of verbs: train_one_epoch, evaluate, fit.
 
 Nothing in the per-step path synchronises with the host: losses, weight sums and
-metric counts are accumulated as device tensors and read once per epoch.
+metric counts are accumulated as device tensors and read once per epoch. The
+finite-loss guard is the same: the step of the first non-finite loss is kept on the
+device and read every ``StepOptions.check_every`` steps and at the end of the epoch.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from seg.errors import TrainingDiverged
 from seg.evaluation import Evaluator
 from seg.losses import WeightSums, weighted_bce
 from seg.metrics import confusion_counts, dice_score, to_float
@@ -29,6 +32,7 @@ class StepOptions:
     channels_last: bool = True
     max_steps: int | None = None
     progress: bool = True
+    check_every: int = 50  # read the finite-loss flag every this many steps (one host sync each)
 
 
 def to_device(batch: dict, options: StepOptions) -> dict:
@@ -60,11 +64,14 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
     loss_sum = torch.zeros((), device=options.device, dtype=torch.float64)
     counts, sums, map_max, steps = None, None, torch.zeros((), device=options.device), 0
     channel_weight_sum = torch.zeros((), device=options.device)
+    first_bad = torch.full((), -1, device=options.device, dtype=torch.long)  # step of the first non-finite loss
     total = len(loader) if options.max_steps is None else min(len(loader), options.max_steps)
     bar = tqdm(loader, total=total, desc=desc, leave=False, disable=not options.progress)
     for batch in bar:
         if steps == total:
             break
+        if steps and steps % options.check_every == 0:
+            raise_if_diverged(first_bad)
         batch = to_device(batch, options)
         with autocast(options):
             logits = model(batch["image"])
@@ -76,6 +83,8 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
         optimizer.step()
         scheduler.step()
         with torch.no_grad():
+            bad = ~torch.isfinite(loss.detach())
+            first_bad = torch.where(bad & (first_bad < 0), steps + 1, first_bad)
             loss_sum += loss.detach()
             step_counts = confusion_counts(logits.detach().float(), batch["target"], batch["valid"]).sum(dim=0)
             counts = step_counts if counts is None else counts + step_counts
@@ -86,6 +95,7 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
                 channel_weight_sum = channel_weight_sum + weight.detach().flatten()
         steps += 1
     bar.close()
+    raise_if_diverged(first_bad)
     return {"loss": float(loss_sum) / max(steps, 1), "dice": to_float(dice_score(counts[None].cpu(), "macro")),
             "sums": sums, "map_max": float(map_max), "steps": steps,
             "mean_channel_weight": [float(w) / max(steps, 1) for w in channel_weight_sum.flatten().cpu()]
@@ -115,7 +125,7 @@ def evaluate(model: torch.nn.Module, loader, evaluator: Evaluator, options: Step
 
 def epoch_row(epoch: int, train: dict, val_loss: float, val: dict, class_names: list[str],
               effective: list[float], mean_weight: float, lr: float, seconds: float) -> dict:
-    """One metrics.jsonl row (CONTRACT: epoch, train/loss, val/loss, val/dice, val/iou, per channel)."""
+    """One metrics.jsonl row (at least: epoch, train/loss, val/loss, val/dice, val/iou, per channel)."""
     row = {"epoch": epoch, "train/loss": train["loss"], "train/dice": train["dice"], "val/loss": val_loss,
            "val/dice": val["dice"], "val/iou": val["iou"]}
     for name in class_names:
@@ -134,3 +144,20 @@ def effective_weights(sums: WeightSums | None, num_channels: int) -> list[float]
         return [1.0] * num_channels
     return [float(q) for q in sums.effective_pos_weight().cpu()]
 
+
+
+def raise_if_diverged(first_bad: torch.Tensor) -> None:
+    """Raise :class:`TrainingDiverged` if a non-finite loss was seen (one host sync); the caller adds
+    the epoch and the last good checkpoint to the message."""
+    step = int(first_bad)
+    if step >= 0:
+        err = TrainingDiverged(f"non-finite loss at step {step}")
+        err.step = step
+        raise err
+
+
+def all_finite(model: torch.nn.Module) -> bool:
+    """True when every parameter and buffer of ``model`` is finite (one host sync)."""
+    flags = [torch.isfinite(t).all() for t in list(model.parameters()) + list(model.buffers())
+             if t.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True

@@ -17,7 +17,6 @@ applied unchanged (not tuned on test).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from seg.evaluation import Evaluator, log_q
 from seg.fit import resolve_device
 from seg.models import build_model
 from seg.overlays import overlay_examples
+from seg.provenance import provenance
 from seg.report import markdown_table, overlay_grid, save_overlay_grid
 from seg.tracking import Tracker
 
@@ -86,28 +86,30 @@ def evaluate_run(run_dir: str | Path, split: str = "val", device: str | None = N
     dev = resolve_device(device or cfg.train.device)
     names = list(cfg.data.classes)
     model = build_model(cfg.model.arch, cfg.model.encoder, None, len(names))
-    model.load_state_dict(saved["model"])
+    checkpoint.load_model_state(model, saved["model"], run_dir / "checkpoints" / "best.pt")
     model = model.to(dev)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     options = StepOptions(dev, amp=cfg.train.amp, channels_last=cfg.train.channels_last, progress=progress)
     effective = list(saved.get("effective_pos_weight") or [1.0] * len(names))
 
+    test_set = split_dataset(cfg, "test") if split == "test" else None  # refused before any work if missing
     dataset = split_dataset(cfg, "val")
     evaluator = Evaluator(len(names), dev, log_q(effective), cfg.metrics.empty)
     loss = _run_pass(model, dataset, evaluator, options, cfg, "val")
-    if split == "test":  # thresholds tuned on val, applied unchanged to test
+    if test_set is not None:  # thresholds tuned on val, applied unchanged to test
         tuned = evaluator.collect()[1]["tuned"]
-        dataset = split_dataset(cfg, "test")
+        dataset = test_set
         evaluator = Evaluator(len(names), dev, log_q(effective), cfg.metrics.empty, tuned_thresholds=tuned)
         loss = _run_pass(model, dataset, evaluator, options, cfg, "test")
     metrics = evaluator.compute(names, cfg.metrics.threshold)
     result = {"run": cfg.run.name, "split": split, "checkpoint": "checkpoints/best.pt", "epoch": saved.get("epoch"),
-              "effective_pos_weight": effective, "loss": loss, "metrics": metrics}
+              "effective_pos_weight": effective, "loss": loss, "metrics": metrics,
+              "provenance": provenance(str(dev))}
 
     title = f"{cfg.run.name}: {split} (best.pt, epoch {saved.get('epoch')})"
     table = markdown_table(metrics, names, title)
-    checkpoint.write_text_atomic(run_dir / f"eval-{split}.json", json.dumps(result, indent=2))
+    checkpoint.write_json_atomic(run_dir / f"eval-{split}.json", result)
     checkpoint.write_text_atomic(run_dir / f"eval-{split}.md", table)
     plot_reliability(evaluator.reliability(), names, run_dir / f"eval-{split}-reliability.png",
                      title=f"{cfg.run.name}: reliability on {split}")

@@ -1,9 +1,12 @@
 """fit(config) -> summary: a whole training run in its run directory.
 
-Run directory (CONTRACT.md): config.yaml, metrics.jsonl, summary.json,
-checkpoints/{last,best}.pt, wandb/. Training the same run.name again resumes from
-last.pt (refused when the config differs other than train.epochs); a finished run
-prints its summary. A run that fails is marked with a FAILED file.
+Run directory: config.yaml, metrics.jsonl, summary.json, checkpoints/{last,best}.pt, wandb/.
+Training the same run.name again resumes from last.pt (refused when the config differs other
+than train.epochs; see seg.schedule for what another train.epochs does); a finished run prints
+its summary; a run whose last epoch was saved but whose summary.json was not written (killed
+in between) writes it and exits 0. A run that fails is marked with a FAILED file. A non-finite
+loss stops training (TrainingDiverged, exit 3) before any checkpoint with non-finite weights
+is written: last.pt and best.pt keep the last good epoch.
 """
 
 from __future__ import annotations
@@ -14,16 +17,18 @@ import os
 import random
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from seg import checkpoint
+from seg import checkpoint, schedule
 from seg.config import Config, ConfigError, config_diff, config_to_dict, expand_path, read_yaml, replace, save_config, validate
 from seg.data.build import RunData, build_datasets, prepare_data
-from seg.data.dataset import pad_collate
-from seg.engine import StepOptions, effective_weights, epoch_row, evaluate, train_one_epoch
+from seg.data.dataset import SegmentationDataset, pad_collate
+from seg.engine import StepOptions, all_finite, effective_weights, epoch_row, evaluate, train_one_epoch
+from seg.errors import TrainingDiverged
 from seg.evaluation import Evaluator, log_q
 from seg.models import build_model
 from seg.overlays import overlay_examples
@@ -53,9 +58,16 @@ def run_directory(cfg: Config) -> Path:
 
 
 def check_resume(cfg: Config, run_dir: Path) -> dict | None:
-    """None for a fresh run; the finished summary for a completed one; {} to resume."""
+    """None for a fresh run; the finished summary for a completed one; {} to resume.
+
+    A run directory left by an attempt that failed before its first checkpoint holds nothing
+    to resume: it is started afresh, even with another config.
+    """
     saved = run_dir / "config.yaml"
     if not saved.is_file():
+        return None
+    if not (run_dir / "checkpoints" / "last.pt").is_file() and not (run_dir / "summary.json").is_file():
+        print(f"{run_dir}: the previous attempt stopped before its first checkpoint; starting afresh")
         return None
     previous = validate(read_yaml(saved), str(saved))
     diff = config_diff(previous, cfg, ignore=("train.epochs",))
@@ -68,6 +80,15 @@ def check_resume(cfg: Config, run_dir: Path) -> dict | None:
         if summary.get("epochs_completed", 0) >= cfg.train.epochs:
             return summary
     return {}
+
+
+def make_run_directory(run_dir: Path) -> None:
+    """Create the run directory; a path that cannot be created is a user error naming it."""
+    try:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"run.out_dir: cannot create {run_dir} ({err.strerror or err}); "
+                          "choose a writable folder") from None
 
 
 def weighting_for(cfg: Config, data: RunData) -> tuple[Weighting, dict]:
@@ -112,64 +133,96 @@ def fit(cfg: Config, progress: bool = True) -> dict:
         print(f"{run_dir}: already trained for {resume['epochs_completed']} epochs; summary.json holds the results")
         return resume
     weighting, stats_source = weighting_for(cfg, data)
+    loaders = Loaders.build(cfg, data)
     seed_everything(cfg.run.seed)
     model = build_model(cfg.model.arch, cfg.model.encoder, cfg.model.encoder_weights, cfg.num_classes)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    existed = run_dir.is_dir()
+    make_run_directory(run_dir)
     (run_dir / FAILED).unlink(missing_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
     try:
-        return _train(cfg, data, model, weighting, stats_source, device, run_dir, progress)
+        return _train(cfg, loaders, model, weighting, stats_source, device, run_dir, progress)
     except BaseException as err:
-        checkpoint.write_text_atomic(run_dir / FAILED, "".join(traceback.format_exception(err)))
+        if not (existed and isinstance(err, ConfigError)):  # a refused resume leaves the run as it was
+            checkpoint.write_text_atomic(run_dir / FAILED, "".join(traceback.format_exception(err)))
         raise
 
 
-def _train(cfg: Config, data: RunData, model: torch.nn.Module, weighting: Weighting, stats_source: dict,
+@dataclass
+class Loaders:
+    """The datasets and loaders of a run, and the steps per epoch (checked before anything is written)."""
+
+    train_set: SegmentationDataset
+    val_set: SegmentationDataset
+    train: torch.utils.data.DataLoader
+    val: torch.utils.data.DataLoader
+    steps_per_epoch: int
+
+    @classmethod
+    def build(cls, cfg: Config, data: RunData) -> "Loaders":
+        train_set, val_set = build_datasets(cfg, data, expand_path(cfg.run.out_dir) / ".cache" / "weightmaps")
+        train_loader = _loader(train_set, cfg.train.batch_size, True, cfg.data.num_workers, cfg.run.seed)
+        val_loader = _loader(val_set, cfg.train.batch_size, False, cfg.data.num_workers, 0)
+        steps = len(train_loader) if cfg.train.max_steps_per_epoch is None else min(
+            len(train_loader), cfg.train.max_steps_per_epoch)
+        if steps == 0:
+            raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is larger than the {len(train_set)} "
+                              "training items per epoch (drop_last); lower it or raise data.samples_per_epoch")
+        return cls(train_set, val_set, train_loader, val_loader, steps)
+
+
+def _train(cfg: Config, loaders: Loaders, model: torch.nn.Module, weighting: Weighting, stats_source: dict,
            device: torch.device, run_dir: Path, progress: bool) -> dict:
-    train_set, val_set = build_datasets(cfg, data, expand_path(cfg.run.out_dir) / ".cache" / "weightmaps")
-    train_loader = _loader(train_set, cfg.train.batch_size, True, cfg.data.num_workers, cfg.run.seed)
-    val_loader = _loader(val_set, cfg.train.batch_size, False, cfg.data.num_workers, 0)
-    steps_per_epoch = len(train_loader) if cfg.train.max_steps_per_epoch is None else min(
-        len(train_loader), cfg.train.max_steps_per_epoch)
-    if steps_per_epoch == 0:
-        raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is larger than the {len(train_set)} training "
-                          "items per epoch (drop_last); lower it or raise data.samples_per_epoch")
+    train_set, val_set, train_loader, val_loader = loaders.train_set, loaders.val_set, loaders.train, loaders.val
+    steps_per_epoch = loaders.steps_per_epoch
     model = model.to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     weighting.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.train.epochs * steps_per_epoch)
-    options = StepOptions(device, cfg.loss.apply_as, cfg.loss.normalize, cfg.train.amp, cfg.train.channels_last,
-                          cfg.train.max_steps_per_epoch, progress)
     names = list(cfg.data.classes)
-    state = {"epoch": 0, "best_dice": -math.inf, "best_epoch": None}
+    state = {"epoch": 0, "best_dice": -math.inf, "best_epoch": None, "epoch_times": []}
     last_path, best_path = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
-    if last_path.is_file():
-        saved = checkpoint.load(last_path, device)
-        model.load_state_dict(saved["model"])
+    saved = checkpoint.load(last_path, device) if last_path.is_file() else None
+    if saved is None:
+        lr_schedule = schedule.first_segment(cfg.train.epochs, cfg.train.lr)
+        scheduler = schedule.cosine(optimizer, lr_schedule[0], steps_per_epoch)
+    else:
+        checkpoint.load_model_state(model, saved["model"], last_path)
         optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        weighting.previous = saved.get("weighting_previous")
         state = saved["state"]
+        lr_schedule, scheduler = schedule.resume_schedule(optimizer, saved, state["epoch"], cfg.train.epochs,
+                                                          steps_per_epoch, cfg.run.name)
+        weighting.previous = saved.get("weighting_previous")
         print(f"resuming {run_dir.name} from epoch {state['epoch']}")
+    save_config(cfg, run_dir / "config.yaml")
+    if saved is not None and state["epoch"] >= cfg.train.epochs:  # killed after last.pt, before summary.json
+        return _finish(cfg, json.loads(saved["summary"]), run_dir, device, tracker=None)
     truncate_metrics(run_dir / "metrics.jsonl", state["epoch"])
     tracker = Tracker(run_dir, cfg.logging.wandb.mode, cfg.logging.wandb.project, cfg.logging.wandb.group,
                       cfg.run.name, config_to_dict(cfg) | {"provenance": provenance(str(device))},
                       tags=[cfg.loss.weighting])
-    epoch_times, val, train, effective = [], None, None, [1.0] * len(names)
+    options = StepOptions(device, cfg.loss.apply_as, cfg.loss.normalize, cfg.train.amp, cfg.train.channels_last,
+                          cfg.train.max_steps_per_epoch, progress)
+    summary = None
     for epoch in range(state["epoch"] + 1, cfg.train.epochs + 1):
         start = time.perf_counter()
         train_set.set_epoch(epoch)
         train_loader.generator.manual_seed(cfg.run.seed * 100_003 + epoch)
-        train = train_one_epoch(model, train_loader, optimizer, scheduler, weighting, options,
-                                desc=f"epoch {epoch}/{cfg.train.epochs} train")
+        try:
+            train = train_one_epoch(model, train_loader, optimizer, scheduler, weighting, options,
+                                    desc=f"epoch {epoch}/{cfg.train.epochs} train")
+        except TrainingDiverged as err:
+            tracker.finish()
+            raise _diverged(epoch, f"{err} of {steps_per_epoch}", state, last_path) from None
+        if not all_finite(model):
+            tracker.finish()
+            raise _diverged(epoch, "the last step (non-finite weights)", state, last_path)
         effective = effective_weights(train["sums"], len(names))
         evaluator = Evaluator(len(names), device, log_q(effective), cfg.metrics.empty)
         val_loss = evaluate(model, val_loader, evaluator, options, desc=f"epoch {epoch}/{cfg.train.epochs} val")
         val = evaluator.compute(names, cfg.metrics.threshold)
         seconds = time.perf_counter() - start
-        epoch_times.append(seconds)
+        state["epoch_times"] = state.get("epoch_times", []) + [seconds]
         mean_weight = float(train["sums"].mean_applied_weight()) if train["sums"] is not None else 1.0
         row = epoch_row(epoch, train, val_loss, val, names, effective, mean_weight,
                         scheduler.get_last_lr()[0], seconds)
@@ -182,19 +235,37 @@ def _train(cfg: Config, data: RunData, model: torch.nn.Module, weighting: Weight
             state["best_dice"], state["best_epoch"] = val["dice"] if val["dice"] is not None else -math.inf, epoch
             checkpoint.save_atomic({"model": model.state_dict(), "config": config_to_dict(cfg), "epoch": epoch,
                                     "effective_pos_weight": effective}, best_path)
+        summary = _summary(cfg, weighting, effective, train, val, state, stats_source, lr_schedule)
         checkpoint.save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                 "scheduler": scheduler.state_dict(), "state": state, "config": config_to_dict(cfg),
-                                "weighting_previous": weighting.previous, "effective_pos_weight": effective},
+                                "weighting_previous": weighting.previous, "effective_pos_weight": effective,
+                                "lr_schedule": lr_schedule, "summary": checkpoint.json_text(summary, indent=None)},
                                last_path)
         if cfg.logging.wandb.log_images:
             tracker.log_overlays("val/examples", *overlay_examples(model, val_set, cfg.logging.wandb.log_images,
                                                                    options, log_q(effective)), names, step=epoch)
-    summary = _summary(cfg, weighting, effective, train, val, state, epoch_times, stats_source, run_dir)
-    summary["provenance"] = provenance(str(device))
-    checkpoint.write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))
+    return _finish(cfg, summary, run_dir, device, tracker)
+
+
+def _diverged(epoch: int, where: str, state: dict, last_path: Path) -> TrainingDiverged:
+    good = (f"last good checkpoint: {last_path} (epoch {state['epoch']})" if state["epoch"] and last_path.is_file()
+            else "no checkpoint was written")
+    return TrainingDiverged(f"training diverged: non-finite loss in epoch {epoch}, {where}; {good}. "
+                            "Lower train.lr (or check the data and loss.clamp)")
+
+
+def _finish(cfg: Config, summary: dict, run_dir: Path, device: torch.device, tracker: Tracker | None) -> dict:
+    """Write summary.json (strict JSON, with provenance) and close the W&B run."""
+    summary = json.loads(checkpoint.json_text(summary)) | {"provenance": provenance(str(device))}
+    checkpoint.write_json_atomic(run_dir / "summary.json", summary)
+    if tracker is None:
+        tracker = Tracker(run_dir, cfg.logging.wandb.mode, cfg.logging.wandb.project, cfg.logging.wandb.group,
+                          cfg.run.name, config_to_dict(cfg) | {"provenance": summary["provenance"]},
+                          tags=[cfg.loss.weighting])
     tracker.summary({key: summary[key] for key in ("best_epoch", "weighting", "pos_weight", "effective_pos_weight",
                                                    "mean_applied_weight", "weight_map_stats") if key in summary}
                     | {"val/dice": summary["val"]["dice"], "val/iou": summary["val"]["iou"]})
+    best_path = run_dir / "checkpoints" / "best.pt"
     if best_path.is_file():
         tracker.log_file_artifact(best_path, f"{cfg.run.name}-best", "model")
     tracker.finish()
@@ -205,13 +276,9 @@ def _fmt(value: float | None) -> str:
     return "nan" if value is None else f"{value:.4f}"
 
 
-def _summary(cfg: Config, weighting: Weighting, effective: list[float], train: dict | None, val: dict | None,
-             state: dict, epoch_times: list[float], stats_source: dict, run_dir: Path) -> dict:
-    if val is None:  # resumed after the last epoch had finished but before summary.json was written
-        saved = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
-        if saved:
-            return saved
-        raise ConfigError(f"{run_dir}: nothing left to train; raise train.epochs to continue")
+def _summary(cfg: Config, weighting: Weighting, effective: list[float], train: dict, val: dict, state: dict,
+             stats_source: dict, lr_schedule: list[dict]) -> dict:
+    """summary.json's content after the epoch just finished (provenance is added when it is written)."""
     summary = {
         "best_epoch": state["best_epoch"],
         "epochs_completed": state["epoch"],
@@ -224,7 +291,8 @@ def _summary(cfg: Config, weighting: Weighting, effective: list[float], train: d
         "mean_applied_weight": float(train["sums"].mean_applied_weight()) if train["sums"] is not None else 1.0,
         "val": val,
         "train": {"loss": train["loss"], "dice": train["dice"]},
-        "wall_time_per_epoch_s": float(np.mean(epoch_times)) if epoch_times else None,
+        "wall_time_per_epoch_s": float(np.mean(state["epoch_times"])) if state.get("epoch_times") else None,
+        "lr_schedule": lr_schedule,
         **stats_source,
     }
     if cfg.loss.weighting == "per_batch":

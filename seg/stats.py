@@ -7,7 +7,11 @@ from worker processes are merged with :meth:`MaskCounts.merge`.
 Counting works on the raw mask values (``seg.data.masks.read_raw``) rather than on
 decoded one-hot targets: one histogram of each mask file gives every channel's
 positive count, the ignored pixels and the set of values present, which is what
-the value checks need. :func:`measure_mask` gives the same counts as
+the value checks need (``count_masks`` keeps the set of values seen, so that
+:func:`check_positive_values` can refuse a ``positive_values`` entry that no training
+mask holds, without a second pass). ``read_raw`` is the decoder of training too: grey+alpha
+and palette PNGs read the same here (palette indices for index masks, see
+``seg/data/masks.py``). :func:`measure_mask` gives the same counts as
 ``MaskCounts.add(*load_mask(...))`` and accepts the same values (``allowed_values``
 follows the decoders of ``seg/data/masks.py``); instead of raising at the first
 bad value it returns every problem found, for the audit (``seg/audit/``).
@@ -32,7 +36,7 @@ from tqdm import tqdm
 
 from seg.config import ConfigError
 from seg.data.folders import Sample
-from seg.data.masks import BINARY_VALUES, DataError, MaskSpec, read_raw
+from seg.data.masks import BINARY_VALUES, DataError, MaskSpec, channels_hint, read_raw
 
 NEGATIVE_DEFINITIONS = ("pixels", "all_zero")  # the same names as seg.weights.NEGATIVES
 
@@ -45,6 +49,8 @@ class MaskCounts:
     valid_pixels: pixels that are not ignored (the same for every channel).
     all_zero_pixels: valid pixels where no channel is positive.
     images_with_positives[c]: images with at least one positive pixel in channel c.
+    values: the raw mask values seen (filled by count_masks, which reads the raw values;
+    empty when counted from decoded targets with ``add``).
     """
 
     num_channels: int
@@ -54,6 +60,7 @@ class MaskCounts:
     all_zero_pixels: int = 0
     images: int = 0
     images_with_positives: np.ndarray = field(default=None)
+    values: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if self.positive_pixels is None:
@@ -84,6 +91,7 @@ class MaskCounts:
         self.total_pixels += other.total_pixels
         self.all_zero_pixels += other.all_zero_pixels
         self.images += other.images
+        self.values |= other.values
 
     @property
     def negative_pixels(self) -> np.ndarray:
@@ -202,7 +210,7 @@ def _single_plane(raw: np.ndarray, path: Path, problems: list[Problem]) -> np.nd
     problems.append(Problem(str(path), "rgb_mask",
                             f"single-channel mask stored with {raw.shape[2]} channels "
                             + ("(all equal: counted from the first); " if same else "(channels differ: not counted); ")
-                            + "save it as single-channel grayscale"))
+                            + channels_hint(path, raw.shape[2])))
     return np.ascontiguousarray(raw[..., 0]) if same else None
 
 
@@ -233,7 +241,7 @@ def measure_mask(mask_paths: Sequence[Path], spec: MaskSpec) -> MaskMeasure:
     raws = []
     for path in mask_paths:
         try:
-            raws.append(read_raw(path))
+            raws.append(read_raw(path, palette_indices=spec.fmt == "index"))
         except DataError:
             measure.problems.append(Problem(str(path), "unreadable", "cannot read the mask (corrupt or not an image)"))
             return measure
@@ -337,18 +345,47 @@ def _count_chunk(spec: MaskSpec, samples: list[Sample]) -> MaskCounts:
             problem = measure.problems[0]
             raise DataError(f"{problem.file}: {problem.detail}")
         counts.add_counts(measure.positive, measure.valid, measure.total, measure.all_zero)
+        counts.values.update(measure.values)  # the histogram measure_mask made anyway: no extra pass
     return counts
 
 
 def count_masks(samples: list[Sample], spec: MaskSpec, progress: bool = True, workers: int = 1) -> MaskCounts:
     """Count the masks of ``samples`` in one streaming pass (``workers`` processes).
 
-    Raises DataError, naming the file, on a mask that training would refuse.
+    Raises DataError, naming the file, on a mask that training would refuse. ``values`` of
+    the result holds every raw value seen (for :func:`check_positive_values`).
     """
     counts = MaskCounts(spec.num_classes)
     for part in map_chunks(partial(_count_chunk, spec), samples, workers, "mask statistics", progress):
         counts.merge(part)
     return counts
+
+
+def absent_positive_values(spec: MaskSpec, values: set[int] | dict[int, object]) -> list[int]:
+    """The configured ``positive_values`` (binary, instance masks) missing from ``values``, the raw values seen."""
+    if spec.fmt not in ("binary", "instance") or not spec.positive_values:
+        return []
+    return sorted(v for v in set(spec.positive_values) if v not in values)
+
+
+def positive_values_message(spec: MaskSpec, values, where: str) -> str | None:
+    """``data.positive_values: 7 occurs in no <where> (values found: 0, 255); ...``, or None when all occur."""
+    absent = absent_positive_values(spec, values)
+    if not absent:
+        return None
+    found = sorted(values)
+    shown = ", ".join(str(v) for v in found[:10]) + (" ..." if len(found) > 10 else "")
+    return (f"data.positive_values: {', '.join(str(v) for v in absent)} "
+            f"{'occurs' if len(absent) == 1 else 'occur'} in no {where} (values found: {shown or 'none'}); "
+            "list the value(s) of the positive class that the masks hold (0/255 masks: [255], ISBI membrane: [0])")
+
+
+def check_positive_values(counts: MaskCounts, spec: MaskSpec, root: Path) -> None:
+    """Refuse a configured positive value that occurs in none of the masks counted (training would
+    silently learn all-empty targets for it). ``counts`` from :func:`count_masks` of the training split."""
+    message = positive_values_message(spec, counts.values, f"training mask of {root}")
+    if message is not None:
+        raise DataError(message)
 
 
 # ------------------------------------------------------------------ mask_stats.json, for training

@@ -8,28 +8,22 @@ is reported once as a warning and never stops training.
 from __future__ import annotations
 
 import json
-import math
 import os
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from seg.checkpoint import json_text
 
 RUN_ID_FILE = "wandb_run_id.txt"
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
 def append_metrics(path: Path, row: dict) -> None:
-    """Append one epoch's row to metrics.jsonl."""
+    """Append one epoch's row to metrics.jsonl (strict JSON: null for NaN or infinity)."""
     with path.open("a") as handle:
-        handle.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
+        handle.write(json_text(row, indent=None) + "\n")
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -41,7 +35,7 @@ def read_metrics(path: Path) -> list[dict]:
 def truncate_metrics(path: Path, last_epoch: int) -> None:
     """Keep rows up to ``last_epoch`` (a resumed run rewrites what came after its checkpoint)."""
     rows = [row for row in read_metrics(path) if row.get("epoch", 0) <= last_epoch]
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    path.write_text("".join(json_text(row, indent=None) + "\n" for row in rows))
 
 
 class Tracker:

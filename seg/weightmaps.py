@@ -5,7 +5,7 @@ Border map (Ronneberger et al. 2015, eq. 2)::
     w(x) = w_c(x) + w0 * exp(-(d1(x) + d2(x))**2 / (2 * sigma**2))
 
 with d1, d2 the Euclidean distances from pixel x to the nearest and the second-nearest
-instance. As in the official implementation (and DECISIONS.md, "Weighting"), the border
+instance. As in the official implementation, the border
 term applies only to pixels outside every instance; inside an instance w = w_c.
 
 ``border_weight_map`` is the fast version (per-instance crops, see its docstring);

@@ -22,6 +22,14 @@ def _wandb_home(tmp_path_factory, monkeypatch):
         monkeypatch.setenv(var, str(home / var.lower()))
 
 
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    """The generated multilabel set, small (12 images of 72 px), shared by every test that only reads it."""
+    from seg.data.synthetic import generate
+
+    return generate(tmp_path_factory.mktemp("data") / "synthetic", count=12, size=72)
+
+
 def shared_data(name: str) -> Path:
     """A dataset from ../shared/data (SEG_SHARED_DATA); fails under CI when missing, else skips."""
     root = Path(os.environ.get("SEG_SHARED_DATA", REPO.parent / "shared" / "data")) / name
@@ -77,3 +85,13 @@ def assert_close_tree(got, expected, rel: float = 1e-5, abs_: float = 1e-7, wher
         assert got == pytest.approx(expected, rel=rel, abs=abs_), f"{where}: {got} != {expected}"
     else:
         assert got == expected, f"{where}: {got!r} != {expected!r}"
+
+
+def load_script(name: str):
+    """scripts/<name>.py as a module, so that tests call its ``main(argv)`` in-process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{name}_script", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

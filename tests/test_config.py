@@ -1,12 +1,9 @@
 """Config: defaults in base.yaml, overrides, refusal of unknown keys and wrong types."""
 
-import tomllib
-from pathlib import Path
 
 import pytest
-import yaml
 
-from seg.config import (BASE_CONFIG, Config, ConfigError, apply_overrides, config_diff, expand_path, load_config,
+from seg.config import (BASE_CONFIG, ConfigError, config_diff, expand_path, load_config,
                         parse_override, read_yaml, replace)
 
 from conftest import REPO, write_config
@@ -89,14 +86,3 @@ def test_env_var_paths(monkeypatch, tmp_path):
     assert expand_path("${SEG_SHARED_DATA}/camvid") == REPO.parent / "shared" / "data" / "camvid"
     assert expand_path("runs") == REPO / "runs"
 
-
-def _requirement_names(items):
-    return sorted(item.split(";")[0].strip().replace(" ", "") for item in items)
-
-
-def test_environment_yml_matches_pyproject():
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    wanted = project["dependencies"] + project["optional-dependencies"]["test"]
-    env = yaml.safe_load((REPO / "environment.yml").read_text())
-    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    assert _requirement_names([p for p in pip if not p.startswith("-e")]) == _requirement_names(wanted)

@@ -1,6 +1,5 @@
 """Weighting strategies on hand-made masks; invariances between strategies; no host sync."""
 
-import functools
 
 import numpy as np
 import pytest
@@ -120,7 +119,7 @@ def test_class_counts_per_format():
 
 
 def test_class_map_on_binary_with_normalize_equals_global():
-    """DECISIONS: on binary masks class_map (as weight) with normalize equals global pos_weight."""
+    """On binary masks class_map (as weight) with normalize equals global pos_weight."""
     from seg.losses import weighted_bce
 
     g = torch.Generator().manual_seed(0)

@@ -1,6 +1,6 @@
 """Read an offline W&B run file (.wandb) back, independently of the code that wrote it.
 
-The file is a LevelDB-style log (NOTES.md): a 7-byte W&B header, and 32 KiB blocks
+The file is a LevelDB-style log: a 7-byte W&B header, and 32 KiB blocks
 of records (block 0 starts after the header), each with a 7-byte header (crc32 uint32, length uint16, type uint8:
 1 full, 2 first, 3 middle, 4 last). Each joined payload is a wandb Record protobuf.
 """

@@ -5,7 +5,7 @@ every problem instead of stopping at the first) and pick the split; ``run_audit`
 reads every mask once in worker processes (``seg.stats.map_chunks``), merges the
 partial tallies and writes ``mask_stats.json``, ``report.md`` and plots into the output
 folder, atomically. Counting and value checks are ``seg.stats.measure_mask``; the
-recommended weights come from ``seg.weights``. Layout of the output: CONTRACT.md.
+recommended weights come from ``seg.weights``. Layout of the output: README.md, "Audit your masks first".
 
 Modules: ``scan`` (finding the files, the plan), ``tally`` (reading and counting, in
 workers), ``summary`` (mask_stats.json), ``report`` (plots and report.md); this module
@@ -24,15 +24,16 @@ from seg.audit.report import (MAX_REPORT_PROBLEMS, plot_image_fractions, plot_ob
                               render_report, write_plots)
 from seg.audit.scan import (OBJECT_SOURCES, SPLITS, AuditItem, AuditPlan, AuditSettings, dataset_name,
                             plan_from_config, plan_from_masks, scan_folder, seeded_val_stems)
-from seg.audit.summary import (SCHEMA_VERSION, build_stats, never_positive_problems, read_stats_file,
-                               recommended_pos_weights)
+from seg.audit.summary import (SCHEMA_VERSION, absent_positive_problems, build_stats, never_positive_problems,
+                               read_stats_file, recommended_pos_weights)
 from seg.audit.tally import FRACTION_EDGES, LOG2_BINS, AuditTally, ObjectTally, audit_chunk, tally_masks
 from seg.stats import default_workers
 
 __all__ = [
     "FRACTION_EDGES", "LOG2_BINS", "MAX_REPORT_PROBLEMS", "OBJECT_SOURCES", "SCHEMA_VERSION", "SPLITS",
     "AuditItem", "AuditPlan", "AuditSettings", "AuditTally", "ObjectTally",
-    "audit_chunk", "build_stats", "dataset_name", "never_positive_problems", "plan_from_config", "plan_from_masks",
+    "absent_positive_problems", "audit_chunk", "build_stats", "dataset_name", "never_positive_problems",
+    "plan_from_config", "plan_from_masks",
     "plot_image_fractions", "plot_object_sizes", "plot_positive_fraction", "read_stats_file",
     "recommended_pos_weights", "render_report", "run_audit", "scan_folder", "seeded_val_stems", "tally_masks",
     "write_atomically", "write_plots",

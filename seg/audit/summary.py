@@ -1,4 +1,4 @@
-"""The content of mask_stats.json (CONTRACT.md, "Mask audit output"), and reading it back.
+"""The content of mask_stats.json (layout: README.md, "Audit your masks first"), and reading it back.
 
 ``build_stats`` turns an ``AuditTally`` and its ``AuditPlan`` into the JSON; the
 recommended weights come from ``seg.weights``; ``read_stats_file`` is what training reads
@@ -14,7 +14,8 @@ import numpy as np
 
 from seg.audit.scan import AuditPlan, AuditSettings
 from seg.audit.tally import FRACTION_EDGES, AuditTally, ObjectTally
-from seg.stats import NEGATIVE_DEFINITIONS, MaskCounts, Problem, read_mask_stats
+from seg.stats import (NEGATIVE_DEFINITIONS, MaskCounts, Problem, positive_values_message,
+                       read_mask_stats)
 
 SCHEMA_VERSION = 1
 
@@ -77,7 +78,7 @@ def _objects_json(objects: ObjectTally, settings: AuditSettings) -> dict:
 
 
 def build_stats(tally: AuditTally, plan: AuditPlan) -> dict:
-    """The content of mask_stats.json (CONTRACT.md, "Mask audit output")."""
+    """The content of mask_stats.json (layout: README.md, "Audit your masks first")."""
     counts, spec = tally.counts, plan.settings.spec
     weights = recommended_pos_weights(counts, plan.clamp)
     channels = []
@@ -95,8 +96,9 @@ def build_stats(tally: AuditTally, plan: AuditPlan) -> dict:
                                          "counts": tally.fraction_hist[c, 1:].tolist()},
         })
     allowed_note = None if spec.fmt == "multilabel" else (
-        "all_zero applies to multilabel masks only (DECISIONS.md); listed for comparison")
-    problems = sorted(set(plan.problems + tally.problems + never_positive_problems(tally, plan)),
+        "all_zero applies to multilabel masks only; listed for comparison")
+    problems = sorted(set(plan.problems + tally.problems + never_positive_problems(tally, plan)
+                          + absent_positive_problems(tally, plan)),
                       key=lambda p: (p.file, p.kind, p.detail))
     return {
         "schema_version": SCHEMA_VERSION,
@@ -146,3 +148,16 @@ def never_positive_problems(tally: AuditTally, plan: AuditPlan) -> list[Problem]
     return [Problem(where, "never_positive", f"channel '{name}' has no positive pixel in the {tally.counts.images} "
                     f"masks counted ({plan.split} split): its pos_weight takes the clamp maximum")
             for name, n in zip(plan.settings.spec.classes, tally.counts.positive_pixels) if tally.counts.images and n == 0]
+
+
+def absent_positive_problems(tally: AuditTally, plan: AuditPlan) -> list[Problem]:
+    """A configured ``data.positive_values`` entry that no counted mask holds (what training refuses).
+
+    Audits of a config only: ``--masks`` without ``--positive-values`` assumes both 1 and 255.
+    """
+    if "config" not in plan.source or not tally.counts.images:
+        return []
+    root = plan.source.get("root", "")
+    where = f"mask of {root} (train and val)" if plan.split == "all" else f"{plan.split} mask of {root}"
+    message = positive_values_message(plan.settings.spec, tally.values, where)
+    return [] if message is None else [Problem(root, "positive_value_absent", message)]

@@ -137,7 +137,7 @@ def _add_objects(tally: AuditTally, item: AuditItem, planes: list[np.ndarray], s
         if item.instances is None:
             return
         try:
-            labels = decode_instances(read_raw(item.instances), item.instances)
+            labels = decode_instances(read_raw(item.instances, palette_indices=True), item.instances)
         except DataError as err:
             tally.problems.append(Problem(str(item.instances), "unreadable", str(err).split(": ", 1)[-1]))
             return

@@ -16,7 +16,7 @@ from seg.data.folders import Sample, split_samples
 from seg.data.masks import MaskSpec, decode_instances, read_raw
 from seg.data.synthetic import ensure_synthetic
 from seg.data.transforms import eval_transform, train_transform
-from seg.stats import MaskCounts, count_masks
+from seg.stats import MaskCounts, check_positive_values, count_masks
 from seg.weightmaps import WeightMapCache, border_weight_map, connected_instances
 
 
@@ -36,7 +36,10 @@ def mask_spec(cfg: Config) -> MaskSpec:
 
 
 def prepare_data(cfg: Config, progress: bool = True) -> RunData:
-    """Find, split and check the data; count the training masks (every value is checked)."""
+    """Find, split and check the data; count the training masks (every value is checked).
+
+    Raises DataError when a configured ``positive_values`` entry occurs in no training mask.
+    """
     root = expand_path(cfg.data.root)
     if cfg.data.synthetic:
         ensure_synthetic(root)
@@ -48,6 +51,7 @@ def prepare_data(cfg: Config, progress: bool = True) -> RunData:
         val = val[: cfg.data.max_val_images]
     check_image_sizes(train + val, spec)
     train_counts = count_masks(train, spec, progress=progress)
+    check_positive_values(train_counts, spec, root)  # a positive value in no training mask: all-empty targets
     count_masks(val, spec, progress=progress)  # validation masks are checked too, never used for weights
     return RunData(spec, train, val, val_stems, train_counts)
 
@@ -64,7 +68,7 @@ def border_term_map(cfg: Config, cache: WeightMapCache):
 
     def compute(sample: Sample, target: np.ndarray, valid: np.ndarray) -> np.ndarray:
         if border.instances_from == "instance":
-            instances = decode_instances(read_raw(sample.instances), sample.instances)
+            instances = decode_instances(read_raw(sample.instances, palette_indices=True), sample.instances)
         else:
             channel = target[..., 0] > 0
             chosen = channel if border.instances_from == "positive" else ~channel & valid

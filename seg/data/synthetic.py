@@ -9,6 +9,12 @@ Multi-label masks with three channels of very different frequency:
 Layout written: ``root/images/*.png``, ``root/masks/<channel>/*.png`` (0/255),
 ``root/instances/*.png`` (uint16, 0 = background). Image sides are deliberately
 not multiples of 32, so that validation padding is exercised.
+
+``data.synthetic: true`` generates only into the default folder ``data/synthetic``
+(configs/base.yaml's ``data.root``) or into an existing empty folder; a folder with the
+marker file ``.complete`` (written last) holds a complete set and is used as it is.
+Anything else is refused (``ensure_synthetic``): a mistyped ``data.root`` would otherwise
+receive a generated set, and a folder of someone's files is never overwritten.
 """
 
 from __future__ import annotations
@@ -20,8 +26,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from seg.config import REPO_ROOT
+from seg.data.masks import DataError
+
 CLASSES = ("cell", "nucleus", "speck")
 MARKER = ".complete"
+DEFAULT_ROOT = REPO_ROOT / "data" / "synthetic"  # configs/base.yaml's data.root
 
 
 def _draw_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -77,9 +87,33 @@ def generate(root: Path, count: int = 48, size: int = 144, seed: int = 0) -> Pat
     return root
 
 
+def is_default_root(root: Path) -> bool:
+    """Whether ``root`` is the default synthetic folder ``data/synthetic`` of this repository."""
+    try:
+        return Path(root).resolve() == DEFAULT_ROOT.resolve()
+    except OSError:
+        return False
+
+
 def ensure_synthetic(root: Path) -> Path:
-    """Generate the synthetic set into ``root`` unless a complete one is there."""
+    """Use the complete synthetic set in ``root``, or generate one there where that is safe.
+
+    A complete set (the marker file) is used as it is; the default folder ``data/synthetic``
+    is generated when missing; an existing empty folder is generated into. Anything else
+    raises DataError naming the path: a missing path other than the default (probably a
+    typo in data.root) or a folder that holds files but no complete set.
+    """
     root = Path(root)
-    if not (root / MARKER).is_file():
-        generate(root)
+    if (root / MARKER).is_file():
+        return root
+    rule = "data.synthetic generates only into data/synthetic or an existing empty folder"
+    if not root.exists():
+        if not is_default_root(root):
+            raise DataError(f"data.root {root}: not found; {rule}: create it (mkdir) or fix the path")
+    elif not root.is_dir():
+        raise DataError(f"data.root {root}: not a folder; {rule}: fix the path")
+    elif any(root.iterdir()):
+        raise DataError(f"data.root {root}: holds files but no complete synthetic set (no {MARKER} file); {rule}: "
+                        "fix the path, empty the folder, or set data.synthetic: false to train on its files")
+    generate(root)
     return root
