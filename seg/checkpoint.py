@@ -4,16 +4,12 @@ A checkpoint holds only tensors and plain Python values (dicts, lists, numbers, 
 so it loads with ``torch.load(weights_only=True)``: loading never runs code from the file.
 A file that needs more (a pickled object), a truncated file and a checkpoint of another
 architecture are refused with one line naming the file (:class:`CheckpointError`, exit 2).
-JSON is written strictly: NaN and infinities become null, never bare ``NaN``.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -66,31 +62,3 @@ def load_model_state(model: torch.nn.Module, state: dict, path: Path) -> None:
             detail += f", e.g. {example[0]}"
         raise CheckpointError(f"{path}: the checkpoint does not fit the model of the run's config "
                               f"(model.arch/encoder, data.classes): {detail}") from None
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def strict(value: Any) -> Any:
-    """``value`` with every NaN or infinite float replaced by None (recursively), tensors as lists."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return strict(value.tolist())
-    return value
-
-
-def json_text(value: Any, indent: int | None = 2) -> str:
-    """Strict JSON (null where a value is undefined; ``allow_nan=False`` as the last check)."""
-    return json.dumps(strict(value), indent=indent, allow_nan=False)
-
-
-def write_json_atomic(path: Path, value: Any) -> None:
-    write_text_atomic(path, json_text(value) + "\n")

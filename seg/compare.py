@@ -38,6 +38,7 @@ from pathlib import Path
 import yaml
 
 from seg.compare_report import MANIFEST
+from seg.files import json_text, make_folder
 from seg.config import REPO_ROOT, Config, ConfigError, expand_path, load_config, read_yaml
 
 RESULTS_ROOT = REPO_ROOT / "experiments" / "results"
@@ -267,7 +268,7 @@ _RESULTS_LOCK = threading.Lock()  # --jobs: runs finish in threads that share th
 def record_run(cfg: Config, results_dir: Path, manifest: dict, trained_with: dict) -> None:
     """Copy a finished run's summary.json to ``results_dir/runs/<run>.json``; a new or changed
     summary was trained by this call, so ``trained_with`` (jobs, machine) is noted in the manifest."""
-    from seg.checkpoint import write_text_atomic
+    from seg.files import write_text_atomic
     from seg.fit import run_directory
 
     with _RESULTS_LOCK:
@@ -337,8 +338,8 @@ def train_in_subprocesses(experiment: Experiment, runs: list[PlannedRun], config
 
 
 def write_manifest(manifest: dict, results_dir: Path) -> None:
-    results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    make_folder(results_dir, "--out")
+    (results_dir / MANIFEST).write_text(json_text(manifest) + "\n")
 
 
 def run_experiment(experiment: Experiment, profile: str = "quick", extra: list[str] | None = None, jobs: int = 1,

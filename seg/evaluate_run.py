@@ -33,6 +33,7 @@ from seg.data.synthetic import ensure_synthetic
 from seg.data.transforms import eval_transform
 from seg.engine import StepOptions, evaluate
 from seg.evaluation import Evaluator, log_q
+from seg.files import write_json_atomic, write_text_atomic
 from seg.fit import resolve_device
 from seg.models import build_model
 from seg.overlays import overlay_examples
@@ -109,8 +110,8 @@ def evaluate_run(run_dir: str | Path, split: str = "val", device: str | None = N
 
     title = f"{cfg.run.name}: {split} (best.pt, epoch {saved.get('epoch')})"
     table = markdown_table(metrics, names, title)
-    checkpoint.write_json_atomic(run_dir / f"eval-{split}.json", result)
-    checkpoint.write_text_atomic(run_dir / f"eval-{split}.md", table)
+    write_json_atomic(run_dir / f"eval-{split}.json", result)
+    write_text_atomic(run_dir / f"eval-{split}.md", table)
     plot_reliability(evaluator.reliability(), names, run_dir / f"eval-{split}-reliability.png",
                      title=f"{cfg.run.name}: reliability on {split}")
     threshold = torch.logit(torch.tensor([metrics["thresholds"][n] for n in names], dtype=torch.float64))

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from seg import checkpoint, schedule
+from seg.files import json_text, make_folder, write_json_atomic, write_text_atomic
 from seg.config import Config, ConfigError, config_diff, config_to_dict, expand_path, read_yaml, replace, save_config, validate
 from seg.data.build import RunData, build_datasets, prepare_data
 from seg.data.dataset import SegmentationDataset, pad_collate
@@ -84,11 +85,7 @@ def check_resume(cfg: Config, run_dir: Path) -> dict | None:
 
 def make_run_directory(run_dir: Path) -> None:
     """Create the run directory; a path that cannot be created is a user error naming it."""
-    try:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"run.out_dir: cannot create {run_dir} ({err.strerror or err}); "
-                          "choose a writable folder") from None
+    make_folder(run_dir / "checkpoints", "run.out_dir")
 
 
 def weighting_for(cfg: Config, data: RunData) -> tuple[Weighting, dict]:
@@ -143,7 +140,7 @@ def fit(cfg: Config, progress: bool = True) -> dict:
         return _train(cfg, loaders, model, weighting, stats_source, device, run_dir, progress)
     except BaseException as err:
         if not (existed and isinstance(err, ConfigError)):  # a refused resume leaves the run as it was
-            checkpoint.write_text_atomic(run_dir / FAILED, "".join(traceback.format_exception(err)))
+            write_text_atomic(run_dir / FAILED, "".join(traceback.format_exception(err)))
         raise
 
 
@@ -239,7 +236,7 @@ def _train(cfg: Config, loaders: Loaders, model: torch.nn.Module, weighting: Wei
         checkpoint.save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                 "scheduler": scheduler.state_dict(), "state": state, "config": config_to_dict(cfg),
                                 "weighting_previous": weighting.previous, "effective_pos_weight": effective,
-                                "lr_schedule": lr_schedule, "summary": checkpoint.json_text(summary, indent=None)},
+                                "lr_schedule": lr_schedule, "summary": json_text(summary, indent=None)},
                                last_path)
         if cfg.logging.wandb.log_images:
             tracker.log_overlays("val/examples", *overlay_examples(model, val_set, cfg.logging.wandb.log_images,
@@ -256,8 +253,8 @@ def _diverged(epoch: int, where: str, state: dict, last_path: Path) -> TrainingD
 
 def _finish(cfg: Config, summary: dict, run_dir: Path, device: torch.device, tracker: Tracker | None) -> dict:
     """Write summary.json (strict JSON, with provenance) and close the W&B run."""
-    summary = json.loads(checkpoint.json_text(summary)) | {"provenance": provenance(str(device))}
-    checkpoint.write_json_atomic(run_dir / "summary.json", summary)
+    summary = json.loads(json_text(summary)) | {"provenance": provenance(str(device))}
+    write_json_atomic(run_dir / "summary.json", summary)
     if tracker is None:
         tracker = Tracker(run_dir, cfg.logging.wandb.mode, cfg.logging.wandb.project, cfg.logging.wandb.group,
                           cfg.run.name, config_to_dict(cfg) | {"provenance": summary["provenance"]},

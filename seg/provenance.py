@@ -64,6 +64,9 @@ def versions() -> dict:
     out = {"python": platform.python_version()}
     for distribution, key in PACKAGES.items():
         out[key] = package_version(distribution)
+    import torch  # the build tag (e.g. 2.14.1+cu130: CUDA 13.0 wheel) says more than the package version
+
+    out["torch"] = torch.__version__
     if out["opencv"] is None:  # another OpenCV build (e.g. opencv-python) provides cv2
         out["opencv"] = package_version("opencv-python")
     return out
@@ -94,9 +97,19 @@ def device_description(device: str = "cpu") -> dict:
     return out
 
 
+_COMMAND: list[str] | None = None
+
+
+def record_command(argv: list[str]) -> None:
+    """Set the command that provenance reports (``[script, *arguments]``); seg.cli.run_main calls it,
+    so that a script's ``main(argv)`` called in-process reports its own arguments, not the caller's."""
+    global _COMMAND
+    _COMMAND = list(argv)
+
+
 def command_line(argv: list[str] | None = None) -> str:
     """The command as typed (``python scripts/train.py --config ...``), shell-quoted."""
-    argv = sys.argv if argv is None else argv
+    argv = (_COMMAND or sys.argv) if argv is None else argv
     program = argv[0] if argv else ""
     prefix = ["python"] if program.endswith(".py") else []
     return shlex.join(prefix + [_relative(program)] + list(argv[1:])) if argv else ""

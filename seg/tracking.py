@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seg.checkpoint import json_text
+from seg.files import json_text
 
 RUN_ID_FILE = "wandb_run_id.txt"
 

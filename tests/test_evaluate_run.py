@@ -59,6 +59,8 @@ def test_evaluate_writes_results_tables_plots_and_wandb(run_dir, capsys):
         assert (run_dir / name).is_file(), name
     result = json.loads((run_dir / "eval-val.json").read_text())
     assert result["split"] == "val" and result["epoch"] == 3 and result["effective_pos_weight"] == EFFECTIVE
+    assert result["provenance"]["command"] == f"python scripts/evaluate.py --run {run_dir} --overlays 2 --no-progress"
+    assert result["provenance"]["versions"]["torch"] == torch.__version__ and result["provenance"]["commit"]
     metrics = result["metrics"]
     assert metrics["threshold"] == "tuned" and metrics["num_images"] == 2  # 20% of 8 images
     assert set(metrics["by_threshold"]) == {"0.5", "prior_corrected", "tuned"}

@@ -16,6 +16,7 @@ import torch
 
 from seg import checkpoint
 from seg.cli import run_main
+from seg.files import write_json_atomic
 
 from conftest import REPO, load_script
 
@@ -144,7 +145,7 @@ def test_divergence_stops_with_exit_3_and_keeps_the_last_good_checkpoint(tmp_pat
 
 def test_json_outputs_are_strict(tmp_path):
     path = tmp_path / "x.json"
-    checkpoint.write_json_atomic(path, {"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": -math.inf}})
+    write_json_atomic(path, {"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": -math.inf}})
     assert json.loads(path.read_text()) == {"a": None, "b": [1.0, None], "c": {"d": None}}
     assert "NaN" not in path.read_text() and "Infinity" not in path.read_text()
 

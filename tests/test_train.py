@@ -3,8 +3,10 @@
 Resume and faults: tests/test_resume.py; bad input: tests/test_bad_input.py."""
 
 import json
+import re
 
 import pytest
+import torch
 import yaml
 
 from seg.cli import run_main
@@ -41,6 +43,13 @@ def test_synthetic_run_writes_the_contract_files(tmp_path, synthetic_root, capsy
     assert summary["pos_weight"] == pytest.approx(summary["effective_pos_weight"], rel=1e-4)
     assert set(summary["val"]["per_channel"]) == {"cell", "nucleus", "speck"}
     assert 0.0 <= summary["val"]["dice"] <= 1.0
+    provenance = summary["provenance"]  # where the numbers came from
+    assert re.fullmatch(r"[0-9a-f]{40}", provenance["commit"]) and isinstance(provenance["dirty"], bool)
+    assert provenance["command"] == "python scripts/train.py " + " ".join(common + ["train.epochs=1"])
+    assert provenance["versions"]["torch"] == torch.__version__
+    assert set(provenance["versions"]) >= {"python", "torch", "torchvision", "segmentation_models_pytorch", "timm",
+                                           "albumentations", "opencv", "numpy", "wandb"}
+    assert provenance["device"]["type"] == "cpu" and provenance["device"]["torch_threads"] >= 1
     assert "macro" in capsys.readouterr().out  # the results table
 
     # W&B offline run, read back from the files written

@@ -14,7 +14,6 @@ writes the folder.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -27,6 +26,7 @@ from seg.audit.scan import (OBJECT_SOURCES, SPLITS, AuditItem, AuditPlan, AuditS
 from seg.audit.summary import (SCHEMA_VERSION, absent_positive_problems, build_stats, never_positive_problems,
                                read_stats_file, recommended_pos_weights)
 from seg.audit.tally import FRACTION_EDGES, LOG2_BINS, AuditTally, ObjectTally, audit_chunk, tally_masks
+from seg.files import json_text, make_folder
 from seg.stats import default_workers
 
 __all__ = [
@@ -48,7 +48,7 @@ def write_atomically(out_dir: Path, fill) -> None:
     A failure leaves ``out_dir`` as it was (absent, or the previous audit) and no temp folder behind.
     """
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir.parent, "--out")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
     try:
@@ -74,7 +74,7 @@ def run_audit(plan: AuditPlan, workers: int | None = None, progress: bool = True
 
     def fill(folder: Path) -> None:
         stats["plots"] = write_plots(stats, folder)  # looked up here: tests patch seg.audit.write_plots
-        (folder / "mask_stats.json").write_text(json.dumps(stats, indent=1) + "\n")
+        (folder / "mask_stats.json").write_text(json_text(stats, indent=1) + "\n")
         (folder / "report.md").write_text(render_report(stats, stats["plots"]))
 
     write_atomically(plan.out_dir, fill)
