@@ -193,6 +193,9 @@ def _train(cfg: Config, loaders: Loaders, model: torch.nn.Module, weighting: Wei
         print(f"resuming {run_dir.name} from epoch {state['epoch']}")
     save_config(cfg, run_dir / "config.yaml")
     if saved is not None and state["epoch"] >= cfg.train.epochs:  # killed after last.pt, before summary.json
+        if "summary" not in saved:
+            raise ConfigError(f"{last_path}: written by an older seg without the run summary; nothing left to "
+                              "train at this train.epochs: raise it to continue, or train a new run")
         return _finish(cfg, json.loads(saved["summary"]), run_dir, device, tracker=None)
     truncate_metrics(run_dir / "metrics.jsonl", state["epoch"])
     tracker = Tracker(run_dir, cfg.logging.wandb.mode, cfg.logging.wandb.project, cfg.logging.wandb.group,
