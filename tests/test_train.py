@@ -12,7 +12,7 @@ import yaml
 from seg.cli import run_main
 
 from conftest import REPO, load_script
-from wandb_records import history_rows, summary_values
+from wandb_records import config_values, history_rows, summary_values
 
 train_script = load_script("train")
 
@@ -56,6 +56,7 @@ def test_synthetic_run_writes_the_contract_files(tmp_path, synthetic_root, capsy
     history = history_rows(run)
     assert history and history[0]["val/dice"] == pytest.approx(rows[0]["val/dice"])
     assert list(run.glob("wandb/offline-run-*/files/media/images/**/*.mask.png"))
+    assert config_values(run)["provenance"] == summary["provenance"]  # the W&B config carries it too
     logged = summary_values(run)  # the applied weights reach W&B too
     assert logged["pos_weight"] == pytest.approx(summary["pos_weight"])
     assert logged["effective_pos_weight"] == pytest.approx(summary["effective_pos_weight"])

@@ -56,3 +56,15 @@ def summary_values(run_dir: Path) -> dict:
                 for item in record.summary.update:
                     values[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
     return values
+
+
+def config_values(run_dir: Path) -> dict:
+    """The run config as written (at init and by later updates; the last value of each key wins)."""
+    values = {}
+    for path in sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")):
+        for record in read_records(path):
+            kind = record.WhichOneof("record_type")
+            items = record.run.config.update if kind == "run" else record.config.update if kind == "config" else []
+            for item in items:
+                values[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return values
