@@ -185,3 +185,29 @@ def test_checkpoints_load_weights_only_and_bad_ones_are_refused(tmp_path, synthe
     assert _evaluate("--run", str(run), "--wandb", "disabled", "--no-progress") == 2
     err = one_error_line(capsys)
     assert f"{best}: the checkpoint does not fit the model" in err and len(err) < 400
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_starts_afresh(tmp_path, synthetic_root, capsys):
+    """A failed first attempt leaves config.yaml and FAILED but no checkpoint: the corrected rerun, even with
+    another config, trains instead of being refused as "a different config"."""
+    assert train(tmp_path, synthetic_root, "train.epochs=1", "train.lr=1e9", "train.max_steps_per_epoch=3") in (0, 3)
+    run = tmp_path / "synthetic"
+    for path in (run / "checkpoints").glob("*.pt"):
+        path.unlink()
+    (run / "summary.json").unlink(missing_ok=True)
+    (run / "FAILED").write_text("an earlier failure")
+    assert train(tmp_path, synthetic_root, "train.epochs=1") == 0
+    assert "starting afresh" in capsys.readouterr().out
+    assert not (run / "FAILED").exists() and "lr: 0.001" in (run / "config.yaml").read_text()
+
+
+def test_resume_from_a_broken_last_checkpoint_is_one_line(tmp_path, synthetic_root, capsys):
+    assert train(tmp_path, synthetic_root, "train.epochs=1") == 0
+    run = tmp_path / "synthetic"
+    (run / "summary.json").unlink()
+    last = run / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:500])
+    capsys.readouterr()
+    assert train(tmp_path, synthetic_root, "train.epochs=1") == 2
+    assert f"{last}: not a readable checkpoint" in one_error_line(capsys)
+    assert not (run / "FAILED").exists()  # a refused resume leaves the run as it was
