@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from seg import checkpoint, schedule
-from seg.files import json_text, make_folder, write_json_atomic, write_text_atomic
+from seg.files import json_text, make_folder, strict, write_json_atomic, write_text_atomic
 from seg.config import Config, ConfigError, config_diff, config_to_dict, expand_path, read_yaml, replace, save_config, validate
 from seg.data.build import RunData, build_datasets, prepare_data
 from seg.data.dataset import SegmentationDataset, pad_collate
@@ -213,10 +213,11 @@ def _train(cfg: Config, loaders: Loaders, model: torch.nn.Module, weighting: Wei
                                     desc=f"epoch {epoch}/{cfg.train.epochs} train")
         except TrainingDiverged as err:
             tracker.finish()
-            raise _diverged(epoch, f"{err} of {steps_per_epoch}", state, last_path) from None
+            raise _diverged(epoch, f"step {err.step} of {steps_per_epoch}", state, last_path) from None
         if not all_finite(model):
             tracker.finish()
-            raise _diverged(epoch, "the last step (non-finite weights)", state, last_path)
+            raise _diverged(epoch, f"step {steps_per_epoch} of {steps_per_epoch}, where the weights became non-finite", state,
+                            last_path)
         effective = effective_weights(train["sums"], len(names))
         evaluator = Evaluator(len(names), device, log_q(effective), cfg.metrics.empty)
         val_loss = evaluate(model, val_loader, evaluator, options, desc=f"epoch {epoch}/{cfg.train.epochs} val")
@@ -256,7 +257,7 @@ def _diverged(epoch: int, where: str, state: dict, last_path: Path) -> TrainingD
 
 def _finish(cfg: Config, summary: dict, run_dir: Path, device: torch.device, tracker: Tracker | None) -> dict:
     """Write summary.json (strict JSON, with provenance) and close the W&B run."""
-    summary = json.loads(json_text(summary)) | {"provenance": provenance(str(device))}
+    summary = strict(summary) | {"provenance": provenance(str(device))}
     write_json_atomic(run_dir / "summary.json", summary)
     if tracker is None:
         tracker = Tracker(run_dir, cfg.logging.wandb.mode, cfg.logging.wandb.project, cfg.logging.wandb.group,

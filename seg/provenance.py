@@ -17,7 +17,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from seg.config import REPO_ROOT
 
 # distribution name on PyPI -> key in the provenance block
 PACKAGES = {

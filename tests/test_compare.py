@@ -1,7 +1,6 @@
 """The comparison: aggregation numbers worked out by hand, a tiny grid that resumes, the
 experiment and sweep files, and the README result blocks."""
 
-import importlib.util
 import math
 import shutil
 from pathlib import Path
@@ -14,6 +13,8 @@ from seg.aggregate import aggregate, find, paired_difference, t_interval
 from seg.cli import run_main
 from seg.compare_report import aggregate_directory, log_results_table, readme_blocks, replace_readme_block
 from seg.config import REPO_ROOT, expand_path, load_config
+
+from conftest import load_script
 
 T_975 = {1: 12.706205, 2: 4.302653}  # Student t quantiles t_{0.975, df} from a printed table
 EXPERIMENTS = sorted(p for p in (REPO_ROOT / "experiments").glob("*.yaml") if not p.name.endswith(".sweep.yaml"))
@@ -147,7 +148,7 @@ def test_tiny_grid_resumes_skips_finished_runs_and_reaggregates(tmp_path, monkey
     assert (results_dir / "dice_vs_frequency.png").stat().st_size > 0
 
     # --jobs: each run as scripts/train.py (called here in this process); finished runs are skipped
-    train_script = _script("train")
+    train_script = load_script("train")
     calls = []
 
     def fake_subprocess_run(command, stdout, **kwargs):
@@ -161,7 +162,7 @@ def test_tiny_grid_resumes_skips_finished_runs_and_reaggregates(tmp_path, monkey
 
     shutil.rmtree(runs_dir)  # the aggregation needs only the copied summaries and the manifest
     (results_dir / "results.md").unlink()
-    assert run_main(_script("compare").main, ["--experiment", str(experiment_file), "--profile", "ci",
+    assert run_main(load_script("compare").main, ["--experiment", str(experiment_file), "--profile", "ci",
                                               "--out", str(results_root), "--aggregate-only"]) == 0
     assert (results_dir / "results.md").read_text() == markdown
 
@@ -176,7 +177,7 @@ def test_tiny_grid_resumes_skips_finished_runs_and_reaggregates(tmp_path, monkey
 def test_bad_experiment_is_refused_with_exit_code_2(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text(TINY.replace("none: {loss.weighting: none}", "none: {loss.weighting: none, train.epochs: 9}"))
-    assert run_main(_script("compare").main, ["--experiment", str(bad)]) == 2
+    assert run_main(load_script("compare").main, ["--experiment", str(bad)]) == 2
     assert "strategies may set loss.* keys only" in capsys.readouterr().err
     bad.write_text(TINY.replace("loss.weighting: none}", "loss.weighting: nothing}"))
     with pytest.raises(Exception, match="strategy none, seed 0"):
@@ -280,13 +281,6 @@ def test_readme_block_replacement_round_trips():
         replace_readme_block(text, "b", "x")
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_script", REPO_ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 RESULTS = sorted(p for p in (REPO_ROOT / "experiments" / "results").iterdir() if (p / "experiment.json").is_file())
 
 
@@ -308,6 +302,6 @@ def test_committed_results_rebuild_byte_for_byte(committed, tmp_path, monkeypatc
     monkeypatch.setattr(compare_report, "log_results_table", lambda *args: None)  # no W&B run here
     argv = ["--experiment", str(REPO_ROOT / manifest["experiment_file"]), "--profile", manifest["profile"],
             "--out", str(out), "--aggregate-only", "--no-progress"]
-    assert run_main(_script("compare").main, argv) == 0, capsys.readouterr().err
+    assert run_main(load_script("compare").main, argv) == 0, capsys.readouterr().err
     for name in ("results.md", "results.csv"):
         assert (out / committed.name / name).read_bytes() == (committed / name).read_bytes(), name

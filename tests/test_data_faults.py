@@ -4,7 +4,6 @@ Each case is a tiny hand-made fixture; each refusal is a DataError whose one lin
 file or path and the value, and says what to do.
 """
 
-import importlib.util
 from functools import partial
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, binary_dataset, write_config, write_png
+from conftest import REPO, binary_dataset, load_script, write_config, write_png
 from seg import audit
 from seg.cli import run_main
 from seg.config import BASE_CONFIG, expand_path, load_config, read_yaml
@@ -21,13 +20,6 @@ from seg.data.build import prepare_data
 from seg.data.folders import Sample
 from seg.data.masks import DataError, MaskSpec, decode_instances, load_mask, png_colour_type, read_raw
 from seg.stats import MaskCounts, count_masks, measure_mask
-
-
-def _train_script():
-    spec = importlib.util.spec_from_file_location("train_script_faults", REPO / "scripts" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def binary_config(tmp_path: Path, root: Path, positive: str, name: str = "c.yaml") -> Path:
@@ -96,7 +88,7 @@ def test_audit_of_a_config_lists_the_absent_positive_value(tmp_path):
 
 def test_train_script_exit_2_one_line_for_an_absent_positive_value(tmp_path, capsys):
     root = binary_dataset(tmp_path / "d", count=4, size=16)
-    code = run_main(_train_script().main, ["--config", str(binary_config(tmp_path, root, "[7]")),
+    code = run_main(load_script("train").main, ["--config", str(binary_config(tmp_path, root, "[7]")),
                                            f"run.out_dir={tmp_path / 'runs'}", "logging.wandb.mode=disabled",
                                            "--no-progress"])
     err = capsys.readouterr().err.strip()
@@ -170,7 +162,7 @@ def test_generated_folder_works_with_synthetic_true_and_false(tmp_path):
 
 def test_train_script_exit_2_one_line_for_a_mistyped_synthetic_root(tmp_path, capsys, small_generate):
     typo = tmp_path / "synthtic"
-    code = run_main(_train_script().main, ["--config", str(REPO / "configs" / "synthetic.yaml"),
+    code = run_main(load_script("train").main, ["--config", str(REPO / "configs" / "synthetic.yaml"),
                                            f"data.root={typo}", f"run.out_dir={tmp_path / 'runs'}",
                                            "logging.wandb.mode=disabled", "--no-progress"])
     err = capsys.readouterr().err.strip()

@@ -2,7 +2,6 @@
 written directly): the files it writes, numbers equal to a direct Evaluator pass, W&B read-back,
 and exit code 2 for a missing run or test split."""
 
-import importlib.util
 import json
 
 import pytest
@@ -18,12 +17,10 @@ from seg.evaluate_run import split_dataset
 from seg.evaluation import Evaluator, log_q
 from seg.models import build_model
 
-from conftest import REPO, assert_close_tree
+from conftest import REPO, assert_close_tree, load_script
 from wandb_records import history_rows
 
-_spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "scripts" / "evaluate.py")
-evaluate_script = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(evaluate_script)
+evaluate_script = load_script("evaluate")
 
 EFFECTIVE = [1.5, 4.0, 20.0]
 
