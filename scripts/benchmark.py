@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Run the benchmark sections side by side and print Markdown (kept in BENCHMARKS.md).
 
-    python scripts/benchmark.py            # full sizes
-    python scripts/benchmark.py --quick    # small sizes, for a smoke run
-    python scripts/benchmark.py --only border_map
+python scripts/benchmark.py            # full sizes
+python scripts/benchmark.py --quick    # small sizes, for a smoke run
+python scripts/benchmark.py --only border_map
 """
 
 import platform
@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seg.benchmarks import SECTIONS, load_sections  # noqa: E402
-from seg.cli import ArgumentParser, run_main  # noqa: E402
+from seg.benchmarks import SECTIONS, load_sections
+from seg.cli import ArgumentParser, run_main
 
 
 def main(argv=None) -> int:
@@ -24,8 +24,10 @@ def main(argv=None) -> int:
     import torch
 
     print("# Benchmarks\n")
-    print(f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}; torch {torch.__version__}; "
-          f"{'quick' if args.quick else 'full'} sizes. Ratios are measured side by side in one run.\n")
+    print(
+        f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}; torch {torch.__version__}; "
+        f"{'quick' if args.quick else 'full'} sizes. Ratios are measured side by side in one run.\n"
+    )
     for section in load_sections(args.only):
         print(f"## {section.NAME}\n")
         print(f"Target: {section.TARGET}\n")

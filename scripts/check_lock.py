@@ -76,9 +76,9 @@ def mismatches(pins: dict[str, str]) -> list[tuple[str, str | None, str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Check that this Python's installed packages match the pins in requirements.lock.",
-        epilog=f"Exit 0 when all match, 1 on a mismatch, 2 when the lock cannot be read. {HINT}")
-    parser.add_argument("--lock", type=Path, default=DEFAULT_LOCK,
-                        help="the lock file (default: %(default)s)")
+        epilog=f"Exit 0 when all match, 1 on a mismatch, 2 when the lock cannot be read. {HINT}",
+    )
+    parser.add_argument("--lock", type=Path, default=DEFAULT_LOCK, help="the lock file (default: %(default)s)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing when everything matches")
     args = parser.parse_args(argv)
 
@@ -96,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, have, locked in bad:
         state = f"installed {have}" if have is not None else "not installed"
         print(f"check_lock: {name}: {state}, locked {locked}", file=sys.stderr)
-    print(f"check_lock: {len(bad)} of {len(pins)} packages differ from {args.lock} ({sys.executable}); {HINT}",
-          file=sys.stderr)
+    print(
+        f"check_lock: {len(bad)} of {len(pins)} packages differ from {args.lock} ({sys.executable}); {HINT}",
+        file=sys.stderr,
+    )
     return 1
 
 

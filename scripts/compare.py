@@ -18,17 +18,27 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seg.cli import ArgumentParser, add_common_arguments, at_least, quiet_environment, run_main  # noqa: E402
+from seg.cli import ArgumentParser, add_common_arguments, at_least, quiet_environment, run_main
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog=Path(__file__).name, description=__doc__)
     parser.add_argument("--experiment", required=True, help="experiment YAML (experiments/NAME.yaml)")
     parser.add_argument("--profile", default="quick", help="budget profile of the experiment (default quick)")
-    parser.add_argument("--jobs", type=at_least(1), default=1,
-                        help="runs at a time, as subprocesses (default 1; wall time per epoch is measured with 1)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key for every run, repeatable")
+    parser.add_argument(
+        "--jobs",
+        type=at_least(1),
+        default=1,
+        help="runs at a time, as subprocesses (default 1; wall time per epoch is measured with 1)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key for every run, repeatable",
+    )
     parser.add_argument("--out", type=Path, default=None, help="results root (default experiments/results)")
     parser.add_argument("--aggregate-only", action="store_true", help="re-aggregate from the copied summaries")
     parser.add_argument("--update-readme", action="store_true", help="copy results.md into README.md's block")
@@ -38,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quiet_environment()
     from seg.compare import REPO_ROOT, load_experiment, results_directory, run_experiment
-    from seg.sweeps import write_sweeps
     from seg.compare_report import aggregate_directory, update_readme
+    from seg.sweeps import write_sweeps
 
     experiment = load_experiment(args.experiment)
     if args.write_sweeps:

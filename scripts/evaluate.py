@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seg.cli import ArgumentParser, add_common_arguments, at_least, quiet_environment, run_main  # noqa: E402
+from seg.cli import ArgumentParser, add_common_arguments, at_least, quiet_environment, run_main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,8 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=["val", "test"], default="val", help="which labelled split (default val)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the run's train.device")
     parser.add_argument("--overlays", type=at_least(0), default=8, help="examples in the overlay grid (default 8)")
-    parser.add_argument("--wandb", choices=["offline", "online", "disabled"],
-                        help="W&B mode (default: the run's logging.wandb.mode)")
+    parser.add_argument(
+        "--wandb", choices=["offline", "online", "disabled"], help="W&B mode (default: the run's logging.wandb.mode)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_common_arguments(parser)
     args = parser.parse_args(argv)

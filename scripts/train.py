@@ -11,14 +11,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seg.cli import ArgumentParser, add_common_arguments, quiet_environment, run_main  # noqa: E402
+from seg.cli import ArgumentParser, add_common_arguments, quiet_environment, run_main
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog=Path(__file__).name, description=__doc__)
     parser.add_argument("--config", required=True, help="YAML config (only what differs from configs/base.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, repeatable")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, repeatable",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_common_arguments(parser)
     args, bare = parser.parse_known_args(argv)

@@ -15,8 +15,8 @@ markdown, CSV and plots in :mod:`seg.compare_report` are views of these rows.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 from scipy import stats
 
@@ -26,8 +26,21 @@ CALIBRATION = ("raw", "prior_corrected")  # val.ece variants
 MACRO = "macro"
 CONFIDENCE = 0.95
 
-CSV_COLUMNS = ("strategy", "quantity", "variant", "channel", "n", "mean", "sd", "ci_low", "ci_high",
-               "diff_n", "diff_mean", "diff_ci_low", "diff_ci_high")
+CSV_COLUMNS = (
+    "strategy",
+    "quantity",
+    "variant",
+    "channel",
+    "n",
+    "mean",
+    "sd",
+    "ci_low",
+    "ci_high",
+    "diff_n",
+    "diff_mean",
+    "diff_ci_low",
+    "diff_ci_high",
+)
 
 
 @dataclass(frozen=True)
@@ -76,8 +89,9 @@ def t_interval(values: Iterable[float | None], confidence: float = CONFIDENCE) -
     return Interval(n, mean, sd, half)
 
 
-def paired_difference(values: Mapping[int, float | None], reference: Mapping[int, float | None],
-                      confidence: float = CONFIDENCE) -> Interval:
+def paired_difference(
+    values: Mapping[int, float | None], reference: Mapping[int, float | None], confidence: float = CONFIDENCE
+) -> Interval:
     """t interval of ``values[seed] - reference[seed]`` over the seeds where both exist."""
     differences = []
     for seed in sorted(set(values) & set(reference)):
@@ -127,18 +141,29 @@ def channel_value(summary: dict, key: str, index: int) -> float | None:
 # ------------------------------------------------------------------ the grid
 
 
-def _row(strategy: str, quantity: str, variant: str, channel: str, interval: Interval,
-         difference: Interval | None) -> dict:
-    return {"strategy": strategy, "quantity": quantity, "variant": variant, "channel": channel,
-            "n": interval.n, "mean": interval.mean, "sd": interval.sd, "ci_low": interval.low,
-            "ci_high": interval.high,
-            "diff_n": difference.n if difference else None,
-            "diff_mean": difference.mean if difference else None,
-            "diff_ci_low": difference.low if difference else None,
-            "diff_ci_high": difference.high if difference else None}
+def _row(
+    strategy: str, quantity: str, variant: str, channel: str, interval: Interval, difference: Interval | None
+) -> dict:
+    return {
+        "strategy": strategy,
+        "quantity": quantity,
+        "variant": variant,
+        "channel": channel,
+        "n": interval.n,
+        "mean": interval.mean,
+        "sd": interval.sd,
+        "ci_low": interval.low,
+        "ci_high": interval.high,
+        "diff_n": difference.n if difference else None,
+        "diff_mean": difference.mean if difference else None,
+        "diff_ci_low": difference.low if difference else None,
+        "diff_ci_high": difference.high if difference else None,
+    }
 
 
-def aggregate(runs: Mapping[str, Mapping[int, dict]], channels: list[str], reference: str | None = "none") -> list[dict]:
+def aggregate(
+    runs: Mapping[str, Mapping[int, dict]], channels: list[str], reference: str | None = "none"
+) -> list[dict]:
     """Long-format rows for every strategy (in ``runs`` order).
 
     quantity / variant / channel:
@@ -164,15 +189,26 @@ def aggregate(runs: Mapping[str, Mapping[int, dict]], channels: list[str], refer
         for metric in SCORES:
             for policy in POLICIES:
                 for channel in [MACRO, *channels]:
-                    add(strategy, metric, policy, channel,
-                        lambda s, p=policy, m=metric, c=channel: score(s, p, m, c), True)
+                    add(
+                        strategy,
+                        metric,
+                        policy,
+                        channel,
+                        lambda s, p=policy, m=metric, c=channel: score(s, p, m, c),
+                        True,
+                    )
         for variant in CALIBRATION:
             for channel in [MACRO, *channels]:
-                add(strategy, "ece", variant, channel,
-                    lambda s, v=variant, c=channel: calibration_error(s, v, c), True)
+                add(strategy, "ece", variant, channel, lambda s, v=variant, c=channel: calibration_error(s, v, c), True)
         for index, channel in enumerate(channels):
-            add(strategy, "effective_pos_weight", "", channel,
-                lambda s, i=index: channel_value(s, "effective_pos_weight", i), False)
+            add(
+                strategy,
+                "effective_pos_weight",
+                "",
+                channel,
+                lambda s, i=index: channel_value(s, "effective_pos_weight", i),
+                False,
+            )
         add(strategy, "wall_time_per_epoch_s", "", "", lambda s: _finite(s.get("wall_time_per_epoch_s")), False)
     return rows
 

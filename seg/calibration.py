@@ -53,8 +53,9 @@ def calibration_sums(
     prob_sum = torch.zeros(spare + 1, dtype=torch.float64, device=logits.device)
     prob_sum.scatter_add_(0, index, prob.double().flatten())
     by_class = pixels[:-1].view(c, bins, 2)
-    return torch.stack([by_class.sum(-1).double(), prob_sum[:-1].view(c, bins, 2).sum(-1),
-                        by_class[..., 1].double()], dim=-1)
+    return torch.stack(
+        [by_class.sum(-1).double(), prob_sum[:-1].view(c, bins, 2).sum(-1), by_class[..., 1].double()], dim=-1
+    )
 
 
 def expected_calibration_error(sums: torch.Tensor) -> torch.Tensor:
@@ -72,8 +73,12 @@ def reliability_table(sums: torch.Tensor) -> dict[str, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         confidence = np.where(pixels > 0, sums[..., PROB_SUM] / pixels, np.nan)
         frequency = np.where(pixels > 0, sums[..., POSITIVES] / pixels, np.nan)
-    return {"confidence": confidence, "frequency": frequency, "pixels": pixels,
-            "edges": np.linspace(0.0, 1.0, sums.shape[1] + 1)}
+    return {
+        "confidence": confidence,
+        "frequency": frequency,
+        "pixels": pixels,
+        "edges": np.linspace(0.0, 1.0, sums.shape[1] + 1),
+    }
 
 
 def plot_reliability(
@@ -101,8 +106,16 @@ def plot_reliability(
         edges, pixels = first["edges"], first["pixels"][c]
         share = pixels / max(pixels.sum(), 1)
         bars = ax.twinx()
-        bars.bar(edges[:-1], np.where(share > 0, share, np.nan), width=np.diff(edges), align="edge",
-                 color="0.9", edgecolor="0.8", lw=0.5, zorder=0)
+        bars.bar(
+            edges[:-1],
+            np.where(share > 0, share, np.nan),
+            width=np.diff(edges),
+            align="edge",
+            color="0.9",
+            edgecolor="0.8",
+            lw=0.5,
+            zorder=0,
+        )
         bars.set_yscale("log")
         bars.set_ylim(1e-6, 1e3)
         bars.set_yticks([1e-6, 1e-4, 1e-2, 1])

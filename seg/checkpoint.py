@@ -37,8 +37,10 @@ def load(path: Path, device: torch.device | str = "cpu") -> dict:
         raise CheckpointError(f"{path}: checkpoint not found") from None
     except Exception as err:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError, ...
         if "weights_only" in str(err) or "Unsupported global" in str(err):
-            reason = ("it holds Python objects other than tensors and plain values (a pickle payload?); "
-                      "refused without running it")
+            reason = (
+                "it holds Python objects other than tensors and plain values (a pickle payload?); "
+                "refused without running it"
+            )
         else:
             reason = f"not a readable checkpoint (truncated or not a torch file: {str(err).splitlines()[0][:120]})"
         raise CheckpointError(f"{path}: {reason}") from None
@@ -60,5 +62,7 @@ def load_model_state(model: torch.nn.Module, state: dict, path: Path) -> None:
             detail = "tensor shapes differ (another encoder or number of classes?)"
         elif example:
             detail += f", e.g. {example[0]}"
-        raise CheckpointError(f"{path}: the checkpoint does not fit the model of the run's config "
-                              f"(model.arch/encoder, data.classes): {detail}") from None
+        raise CheckpointError(
+            f"{path}: the checkpoint does not fit the model of the run's config "
+            f"(model.arch/encoder, data.classes): {detail}"
+        ) from None

@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 from seg.errors import ConfigError, DataError, TrainingDiverged
 from seg.provenance import record_command
@@ -87,6 +87,7 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
         if debug:
             traceback.print_exc()
         else:
-            print(f"error: {type(err).__name__}: {_one_line(err)} (run with --debug for the traceback)",
-                  file=sys.stderr)
+            print(
+                f"error: {type(err).__name__}: {_one_line(err)} (run with --debug for the traceback)", file=sys.stderr
+            )
         return 1

@@ -38,8 +38,8 @@ from pathlib import Path
 import yaml
 
 from seg.compare_report import MANIFEST
-from seg.files import json_text, make_folder
 from seg.config import REPO_ROOT, Config, ConfigError, expand_path, load_config, read_yaml
+from seg.files import json_text, make_folder
 
 RESULTS_ROOT = REPO_ROOT / "experiments" / "results"
 TRAIN_SCRIPT = REPO_ROOT / "scripts" / "train.py"
@@ -111,7 +111,9 @@ def load_experiment(path: str | Path) -> Experiment:
     raw = read_yaml(path)
     unknown = sorted(set(raw) - EXPERIMENT_KEYS)
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)} (expected {', '.join(sorted(EXPERIMENT_KEYS))})")
+        raise ConfigError(
+            f"{path}: unknown key(s) {', '.join(unknown)} (expected {', '.join(sorted(EXPERIMENT_KEYS))})"
+        )
     base, common = raw.get("base"), raw.get("set") or {}
     if isinstance(base, dict):  # base: {config: ..., set: {...}}
         base, common = base.get("config"), {**(base.get("set") or {}), **common}
@@ -127,11 +129,17 @@ def load_experiment(path: str | Path) -> Experiment:
         parsed[str(name)] = flatten_overrides(overrides, f"{path}: strategy {name}")
         outside = [override_key(o) for o in parsed[str(name)] if not override_key(o).startswith("loss.")]
         if outside:
-            raise ConfigError(f"{path}: strategy {name} sets {', '.join(outside)}: strategies may set loss.* keys "
-                              "only (the split, seeds and budget must be the same for every strategy)")
+            raise ConfigError(
+                f"{path}: strategy {name} sets {', '.join(outside)}: strategies may set loss.* keys "
+                "only (the split, seeds and budget must be the same for every strategy)"
+            )
     seeds = raw.get("seeds")
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) \
-            or len(set(seeds)) != len(seeds):
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
         raise ConfigError(f"{path}: key 'seeds' must be a list of distinct integers, e.g. [0, 1, 2]")
     profiles = raw.get("profiles") or {}
     if not isinstance(profiles, dict) or not profiles:
@@ -140,10 +148,16 @@ def load_experiment(path: str | Path) -> Experiment:
     if reference is not None and reference not in parsed:
         raise ConfigError(f"{path}: reference {reference!r} is not one of the strategies ({', '.join(parsed)})")
     experiment = Experiment(
-        name=path.stem, path=path, base=base, common=flatten_overrides(common, f"{path}: set"),
-        strategies=parsed, seeds=tuple(seeds),
+        name=path.stem,
+        path=path,
+        base=base,
+        common=flatten_overrides(common, f"{path}: set"),
+        strategies=parsed,
+        seeds=tuple(seeds),
         profiles={str(k): flatten_overrides(v, f"{path}: profile {k}") for k, v in profiles.items()},
-        reference=reference, title=raw.get("title"))
+        reference=reference,
+        title=raw.get("title"),
+    )
     for where, overrides in [("set", experiment.common), *experiment.profiles.items()]:
         owned = [override_key(o) for o in overrides if override_key(o) in OWNED_KEYS]
         if owned:
@@ -165,9 +179,22 @@ def plan_runs(experiment: Experiment, profile: str, extra: list[str] | tuple[str
     for strategy, overrides in experiment.strategies.items():
         for seed in experiment.seeds:
             name = f"{experiment.name}-{profile}-{strategy}-s{seed}"
-            runs.append(PlannedRun(name, strategy, seed, (
-                *experiment.common, *experiment.profiles[profile], *overrides,
-                f"logging.wandb.group={experiment.name}", *extra, f"run.name={name}", f"run.seed={seed}")))
+            runs.append(
+                PlannedRun(
+                    name,
+                    strategy,
+                    seed,
+                    (
+                        *experiment.common,
+                        *experiment.profiles[profile],
+                        *overrides,
+                        f"logging.wandb.group={experiment.name}",
+                        *extra,
+                        f"run.name={name}",
+                        f"run.seed={seed}",
+                    ),
+                )
+            )
     return runs
 
 
@@ -207,33 +234,57 @@ def channel_fractions(cfg: Config) -> dict[str, float]:
 
     counts = prepare_data(cfg, progress=False).train_counts
     valid = max(int(counts.valid_pixels), 1)
-    return {name: int(p) / valid for name, p in zip(cfg.data.classes, counts.positive_pixels)}
+    return {name: int(p) / valid for name, p in zip(cfg.data.classes, counts.positive_pixels, strict=False)}
 
 
-def build_manifest(experiment: Experiment, profile: str, runs: list[PlannedRun], configs: list[Config],
-                   extra: list[str], results_root: Path | None, results_dir: Path) -> dict:
+def build_manifest(
+    experiment: Experiment,
+    profile: str,
+    runs: list[PlannedRun],
+    configs: list[Config],
+    extra: list[str],
+    results_root: Path | None,
+    results_dir: Path,
+) -> dict:
     """What results.md needs besides the run summaries; ``trained_with`` keeps how each run was trained."""
     cfg = configs[0]
     command = command_line(experiment, profile, extra, results_root)
     inside = results_dir.resolve().is_relative_to(REPO_ROOT)
     return {
-        "experiment": experiment.name, "profile": profile, "title": experiment.title,
-        "experiment_file": relative_to_repo(experiment.path), "base": experiment.base,
-        "command": command, "aggregate_command": command + " --aggregate-only",
+        "experiment": experiment.name,
+        "profile": profile,
+        "title": experiment.title,
+        "experiment_file": relative_to_repo(experiment.path),
+        "base": experiment.base,
+        "command": command,
+        "aggregate_command": command + " --aggregate-only",
         "results_dir": relative_to_repo(results_dir) if inside else None,
         "strategies": {name: list(o) for name, o in experiment.strategies.items()},
-        "seeds": list(experiment.seeds), "reference": experiment.reference,
+        "seeds": list(experiment.seeds),
+        "reference": experiment.reference,
         "runs": [{"name": r.name, "strategy": r.strategy, "seed": r.seed} for r in runs],
         "classes": list(cfg.data.classes),
         "data": {"root": cfg.data.root, "mask_format": cfg.data.mask_format, "split_seed": cfg.data.split_seed},
-        "budget": {"epochs": cfg.train.epochs, "image_size": cfg.data.image_size,
-                   "samples_per_epoch": cfg.data.samples_per_epoch, "batch_size": cfg.train.batch_size,
-                   "max_steps_per_epoch": cfg.train.max_steps_per_epoch, "max_val_images": cfg.data.max_val_images,
-                   "arch": cfg.model.arch, "encoder": cfg.model.encoder, "encoder_weights": cfg.model.encoder_weights,
-                   "lr": cfg.train.lr, "normalize": cfg.loss.normalize},
+        "budget": {
+            "epochs": cfg.train.epochs,
+            "image_size": cfg.data.image_size,
+            "samples_per_epoch": cfg.data.samples_per_epoch,
+            "batch_size": cfg.train.batch_size,
+            "max_steps_per_epoch": cfg.train.max_steps_per_epoch,
+            "max_val_images": cfg.data.max_val_images,
+            "arch": cfg.model.arch,
+            "encoder": cfg.model.encoder,
+            "encoder_weights": cfg.model.encoder_weights,
+            "lr": cfg.train.lr,
+            "normalize": cfg.loss.normalize,
+        },
         "train_positive_fraction": channel_fractions(cfg),
-        "wandb": {"mode": cfg.logging.wandb.mode, "project": cfg.logging.wandb.project,
-                  "group": cfg.logging.wandb.group, "out_dir": cfg.run.out_dir},
+        "wandb": {
+            "mode": cfg.logging.wandb.mode,
+            "project": cfg.logging.wandb.project,
+            "group": cfg.logging.wandb.group,
+            "out_dir": cfg.run.out_dir,
+        },
         "trained_with": previous_trained_with(results_dir, [r.name for r in runs]),
     }
 
@@ -244,8 +295,11 @@ def previous_trained_with(results_dir: Path, names: list[str]) -> dict[str, dict
     previous = json.loads(path.read_text()) if path.is_file() else {}
     recorded = previous.get("trained_with") or {}
     if not recorded and "jobs" in previous:  # a manifest from before per-run records
-        recorded = {name: {"jobs": previous["jobs"], "machine": previous.get("machine")} for name in names
-                    if (results_dir / "runs" / f"{name}.json").is_file()}
+        recorded = {
+            name: {"jobs": previous["jobs"], "machine": previous.get("machine")}
+            for name in names
+            if (results_dir / "runs" / f"{name}.json").is_file()
+        }
     return {name: recorded[name] for name in names if name in recorded}
 
 
@@ -307,8 +361,9 @@ def train_in_process(configs: list[Config], results_dir: Path, manifest: dict, p
         record_run(cfg, results_dir, manifest, trained_with)
 
 
-def train_in_subprocesses(experiment: Experiment, runs: list[PlannedRun], configs: list[Config],
-                          results_dir: Path, manifest: dict, jobs: int) -> None:
+def train_in_subprocesses(
+    experiment: Experiment, runs: list[PlannedRun], configs: list[Config], results_dir: Path, manifest: dict, jobs: int
+) -> None:
     """Run the grid ``jobs`` at a time, each as ``scripts/train.py`` with its log in the run directory."""
     from seg.fit import run_directory
 
@@ -329,12 +384,13 @@ def train_in_subprocesses(experiment: Experiment, runs: list[PlannedRun], config
         print(f"{run.name}: {'done' if code == 0 else f'failed (exit {code}), see {log}'}", flush=True)
         return run.name, code, log
 
-    todo = [(run, cfg) for run, cfg in zip(runs, configs) if not already_recorded(cfg, results_dir)]
+    todo = [(run, cfg) for run, cfg in zip(runs, configs, strict=False) if not already_recorded(cfg, results_dir)]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         failed = [(name, log) for name, code, log in pool.map(one, todo) if code != 0]
     if failed:
-        raise RuntimeError(f"{len(failed)} of {len(runs)} runs failed: "
-                           + "; ".join(f"{name} (log: {log})" for name, log in failed))
+        raise RuntimeError(
+            f"{len(failed)} of {len(runs)} runs failed: " + "; ".join(f"{name} (log: {log})" for name, log in failed)
+        )
 
 
 def write_manifest(manifest: dict, results_dir: Path) -> None:
@@ -342,8 +398,14 @@ def write_manifest(manifest: dict, results_dir: Path) -> None:
     (results_dir / MANIFEST).write_text(json_text(manifest) + "\n")
 
 
-def run_experiment(experiment: Experiment, profile: str = "quick", extra: list[str] | None = None, jobs: int = 1,
-                   results_root: Path | None = None, progress: bool = True) -> Path:
+def run_experiment(
+    experiment: Experiment,
+    profile: str = "quick",
+    extra: list[str] | None = None,
+    jobs: int = 1,
+    results_root: Path | None = None,
+    progress: bool = True,
+) -> Path:
     """Train every run of the grid that is not finished, copy the summaries, write the manifest."""
     extra = list(extra or [])
     if jobs < 1:

@@ -78,12 +78,16 @@ def results_markdown(manifest: dict, rows: list[dict]) -> str:
     channels, fractions = manifest["classes"], manifest.get("train_positive_fraction") or {}
     reference, budget, n_seeds = manifest.get("reference"), manifest["budget"], len(seeds)
     data = manifest["data"]
-    lines = [f"### {manifest.get('title') or manifest['experiment']}: `{manifest['experiment']}`, "
-             f"profile `{manifest['profile']}`", ""]
+    lines = [
+        f"### {manifest.get('title') or manifest['experiment']}: `{manifest['experiment']}`, "
+        f"profile `{manifest['profile']}`",
+        "",
+    ]
     lines += [
         f"- **Data**: `{data['root']}` ({data['mask_format']} masks), split seed {data['split_seed']}; "
         "channels (positive pixels in the training split): "
-        + ", ".join(f"{c} {_percent(fractions.get(c))}" for c in channels) + ".",
+        + ", ".join(f"{c} {_percent(fractions.get(c))}" for c in channels)
+        + ".",
         f"- **Grid**: {len(strategies)} strategies x {n_seeds} seeds ({', '.join(map(str, seeds))}) = "
         f"{len(strategies) * n_seeds} runs; every strategy gets the same split, augmentation seeds (run.seed) "
         "and budget.",
@@ -108,18 +112,31 @@ def results_markdown(manifest: dict, rows: list[dict]) -> str:
         head = ["strategy"] + [f"{c} ({_percent(fractions.get(c))})" for c in channels]
         for policy in POLICIES:
             lines += [f"#### Per-channel Dice, threshold {POLICY_LABELS[policy]}", ""]
-            lines += _table(head, [[s] + [_mean(find(rows, s, "dice", policy, c), 3, n_seeds) for c in channels]
-                                   for s in strategies]) + [""]
+            lines += _table(
+                head,
+                [[s] + [_mean(find(rows, s, "dice", policy, c), 3, n_seeds) for c in channels] for s in strategies],
+            ) + [""]
         if reference in strategies:
             lines += [f"#### Per-channel Dice minus `{reference}` (paired by seed), threshold 0.5", ""]
-            lines += _table(head, [[s] + [_difference(find(rows, s, "dice", "0.5", c)) for c in channels]
-                                   for s in strategies if s != reference]) + [""]
-    lines += ["#### Applied weights: effective pos_weight in the last epoch", "",
-              "Mean weight on positive pixels / mean weight on negative pixels, per channel, as applied in the last "
-              "epoch (1 = unweighted); mean over seeds, with the sd over seeds where it varies.", ""]
-    lines += _table(["strategy"] + channels,
-                    [[s] + [_weight(find(rows, s, "effective_pos_weight", "", c)) for c in channels]
-                     for s in strategies]) + [""]
+            lines += _table(
+                head,
+                [
+                    [s] + [_difference(find(rows, s, "dice", "0.5", c)) for c in channels]
+                    for s in strategies
+                    if s != reference
+                ],
+            ) + [""]
+    lines += [
+        "#### Applied weights: effective pos_weight in the last epoch",
+        "",
+        "Mean weight on positive pixels / mean weight on negative pixels, per channel, as applied in the last "
+        "epoch (1 = unweighted); mean over seeds, with the sd over seeds where it varies.",
+        "",
+    ]
+    lines += _table(
+        ["strategy"] + channels,
+        [[s] + [_weight(find(rows, s, "effective_pos_weight", "", c)) for c in channels] for s in strategies],
+    ) + [""]
     base = f"/{manifest['results_dir']}" if manifest.get("results_dir") else "."
     lines += [f"![Dice with 95% intervals]({base}/{PLOTS['dice_per_channel']})", ""]
     if len(channels) > 1:
@@ -172,37 +189,61 @@ def budget_text(budget: dict) -> str:
     steps = f", at most {budget['max_steps_per_epoch']} steps per epoch" if budget.get("max_steps_per_epoch") else ""
     val = budget.get("max_val_images")
     epochs = f"{budget['epochs']} epoch{'s' if budget['epochs'] != 1 else ''}"
-    return (f"{epochs} of {crops} of {budget['image_size']} px per epoch (batch "
-            f"{budget['batch_size']}{steps}), {budget['arch']}/{budget['encoder']} "
-            f"({budget.get('encoder_weights') or 'from scratch'}), lr {budget['lr']:g}, "
-            f"loss.normalize {str(budget['normalize']).lower()}, validation on "
-            + (f"the first {val} validation images" if val else "every validation image"))
+    return (
+        f"{epochs} of {crops} of {budget['image_size']} px per epoch (batch "
+        f"{budget['batch_size']}{steps}), {budget['arch']}/{budget['encoder']} "
+        f"({budget.get('encoder_weights') or 'from scratch'}), lr {budget['lr']:g}, "
+        f"loss.normalize {str(budget['normalize']).lower()}, validation on "
+        + (f"the first {val} validation images" if val else "every validation image")
+    )
 
 
-def _macro_tables(manifest: dict, rows: list[dict], strategies: list[str], reference: str | None,
-                  n_seeds: int) -> list[str]:
+def _macro_tables(
+    manifest: dict, rows: list[dict], strategies: list[str], reference: str | None, n_seeds: int
+) -> list[str]:
     lines = ["#### Macro scores (mean over channels)", ""]
-    head = ["strategy", "Dice @0.5", "IoU @0.5", "Dice @prior-corrected", "Dice @tuned (val, optimistic)",
-            "ECE raw", "ECE prior-corrected", "s / epoch"]
+    head = [
+        "strategy",
+        "Dice @0.5",
+        "IoU @0.5",
+        "Dice @prior-corrected",
+        "Dice @tuned (val, optimistic)",
+        "ECE raw",
+        "ECE prior-corrected",
+        "s / epoch",
+    ]
     body = []
     for s in strategies:
         wall = find(rows, s, "wall_time_per_epoch_s")
-        body.append([s, _mean(find(rows, s, "dice", "0.5", MACRO), 3, n_seeds),
-                     _mean(find(rows, s, "iou", "0.5", MACRO), 3, n_seeds),
-                     _mean(find(rows, s, "dice", "prior_corrected", MACRO), 3, n_seeds),
-                     _mean(find(rows, s, "dice", "tuned", MACRO), 3, n_seeds),
-                     _mean(find(rows, s, "ece", "raw", MACRO), 3, n_seeds),
-                     _mean(find(rows, s, "ece", "prior_corrected", MACRO), 3, n_seeds),
-                     DASH if wall is None else f"{wall['mean']:.1f}"])
+        body.append(
+            [
+                s,
+                _mean(find(rows, s, "dice", "0.5", MACRO), 3, n_seeds),
+                _mean(find(rows, s, "iou", "0.5", MACRO), 3, n_seeds),
+                _mean(find(rows, s, "dice", "prior_corrected", MACRO), 3, n_seeds),
+                _mean(find(rows, s, "dice", "tuned", MACRO), 3, n_seeds),
+                _mean(find(rows, s, "ece", "raw", MACRO), 3, n_seeds),
+                _mean(find(rows, s, "ece", "prior_corrected", MACRO), 3, n_seeds),
+                DASH if wall is None else f"{wall['mean']:.1f}",
+            ]
+        )
     lines += _table(head, body) + [""]
     lines += [f"s / epoch: mean wall time of an epoch (training and validation), {_measured_on(manifest)}.", ""]
     if reference in strategies:
         lines += [f"#### Macro differences from `{reference}` (paired by seed)", ""]
         head = ["strategy", "ΔDice @0.5", "ΔIoU @0.5", "ΔDice @prior-corrected", "ΔDice @tuned", "ΔECE raw"]
-        body = [[s, _difference(find(rows, s, "dice", "0.5", MACRO)), _difference(find(rows, s, "iou", "0.5", MACRO)),
-                 _difference(find(rows, s, "dice", "prior_corrected", MACRO)),
-                 _difference(find(rows, s, "dice", "tuned", MACRO)), _difference(find(rows, s, "ece", "raw", MACRO))]
-                for s in strategies if s != reference]
+        body = [
+            [
+                s,
+                _difference(find(rows, s, "dice", "0.5", MACRO)),
+                _difference(find(rows, s, "iou", "0.5", MACRO)),
+                _difference(find(rows, s, "dice", "prior_corrected", MACRO)),
+                _difference(find(rows, s, "dice", "tuned", MACRO)),
+                _difference(find(rows, s, "ece", "raw", MACRO)),
+            ]
+            for s in strategies
+            if s != reference
+        ]
         lines += _table(head, body) + [""]
     return lines
 
@@ -229,16 +270,24 @@ def _bars(ax, rows: list[dict], strategies: list[str], keys: list[tuple[str, str
     width = 0.8 / len(strategies)
     for k, strategy in enumerate(strategies):
         values = [_error(find(rows, strategy, "dice", policy, channel)) for policy, channel in keys]
-        ax.bar([i + (k - (len(strategies) - 1) / 2) * width for i in range(len(keys))], [v[0] for v in values],
-               width, yerr=[v[1] for v in values], capsize=2, color=colours[k], label=strategy,
-               error_kw={"elinewidth": 0.8})
+        ax.bar(
+            [i + (k - (len(strategies) - 1) / 2) * width for i in range(len(keys))],
+            [v[0] for v in values],
+            width,
+            yerr=[v[1] for v in values],
+            capsize=2,
+            color=colours[k],
+            label=strategy,
+            error_kw={"elinewidth": 0.8},
+        )
     ax.set_ylim(0, 1)
     ax.set_ylabel("Dice")
     ax.grid(axis="y", alpha=0.3)
 
 
-def plot_dice_per_channel(rows: list[dict], strategies: list[str], channels: list[str], fractions: dict,
-                          path: Path, title: str) -> None:
+def plot_dice_per_channel(
+    rows: list[dict], strategies: list[str], channels: list[str], fractions: dict, path: Path, title: str
+) -> None:
     """Grouped bars of Dice per strategy: per channel (and macro), one panel per threshold policy;
     with a single channel, one panel with a group per threshold policy."""
     from matplotlib.figure import Figure
@@ -251,27 +300,38 @@ def plot_dice_per_channel(rows: list[dict], strategies: list[str], channels: lis
         _bars(ax, rows, strategies, [(policy, channels[0]) for policy in POLICIES], colours)
         ax.set_xticks(range(len(POLICIES)), [f"threshold\n{POLICY_LABELS[p]}" for p in POLICIES], fontsize=9)
         ax.legend(ncol=min(len(strategies), 5), fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.0))
-        fig.suptitle(f"{title}\nDice of {channels[0]} ({_percent(fractions.get(channels[0]))} of training pixels), "
-                     f"{caption}", fontsize=10)
+        fig.suptitle(
+            f"{title}\nDice of {channels[0]} ({_percent(fractions.get(channels[0]))} of training pixels), {caption}",
+            fontsize=10,
+        )
         fig.savefig(path, dpi=100)
         return
     groups = [*channels, MACRO]
     labels = [g if g == MACRO else f"{g}\n{_percent(fractions.get(g))}" for g in groups]
-    fig = Figure(figsize=(max(8.0, 0.28 * len(groups) * len(strategies) + 2.5), 2.6 * len(POLICIES) + 1.0),
-                 layout="constrained")
+    fig = Figure(
+        figsize=(max(8.0, 0.28 * len(groups) * len(strategies) + 2.5), 2.6 * len(POLICIES) + 1.0), layout="constrained"
+    )
     axes = fig.subplots(len(POLICIES), 1, sharex=True)
-    for ax, policy in zip(axes, POLICIES):
+    for ax, policy in zip(axes, POLICIES, strict=False):
         _bars(ax, rows, strategies, [(policy, g) for g in groups], colours)
         ax.set_title(f"threshold {POLICY_LABELS[policy]}", fontsize=10, loc="left")
     axes[-1].set_xticks(range(len(groups)), labels, fontsize=8)
     axes[0].legend(ncol=min(len(strategies), 5), fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.12))
-    fig.suptitle(f"{title}\nDice per channel, {caption} (under each channel: its share of training pixels)",
-                 fontsize=10)
+    fig.suptitle(
+        f"{title}\nDice per channel, {caption} (under each channel: its share of training pixels)", fontsize=10
+    )
     fig.savefig(path, dpi=100)
 
 
-def plot_dice_vs_frequency(rows: list[dict], strategies: list[str], channels: list[str], fractions: dict,
-                           path: Path, title: str, reference: str | None) -> None:
+def plot_dice_vs_frequency(
+    rows: list[dict],
+    strategies: list[str],
+    channels: list[str],
+    fractions: dict,
+    path: Path,
+    title: str,
+    reference: str | None,
+) -> None:
     """Dice (left) and its paired difference from the reference (right) against channel frequency, log x."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, NullFormatter
@@ -288,13 +348,23 @@ def plot_dice_vs_frequency(rows: list[dict], strategies: list[str], channels: li
         dodge = 10 ** ((k - (len(strategies) - 1) / 2) * 0.012)  # side by side on the log axis
         x = [fractions[c] * dodge for c in known]
         values = [_error(find(rows, strategy, "dice", "0.5", c)) for c in known]
-        left.errorbar(x, [v[0] for v in values], yerr=[v[1] for v in values], marker="o", ms=4, capsize=2,
-                      color=colours[k], label=strategy, lw=1)
+        left.errorbar(
+            x,
+            [v[0] for v in values],
+            yerr=[v[1] for v in values],
+            marker="o",
+            ms=4,
+            capsize=2,
+            color=colours[k],
+            label=strategy,
+            lw=1,
+        )
         if reference in strategies and strategy != reference:
             diffs = [find(rows, strategy, "dice", "0.5", c) for c in known]
             means = [float("nan") if r is None or r["diff_mean"] is None else r["diff_mean"] for r in diffs]
-            errors = [0.0 if r is None or r["diff_ci_high"] is None else r["diff_ci_high"] - r["diff_mean"]
-                      for r in diffs]
+            errors = [
+                0.0 if r is None or r["diff_ci_high"] is None else r["diff_ci_high"] - r["diff_mean"] for r in diffs
+            ]
             right.errorbar(x, means, yerr=errors, marker="o", ms=4, capsize=2, color=colours[k], label=strategy, lw=1)
     for ax in (left, right):
         ax.set_xscale("log")
@@ -303,8 +373,15 @@ def plot_dice_vs_frequency(rows: list[dict], strategies: list[str], channels: li
         ax.set_xlabel("positive pixels of the channel in the training split (log scale)")
         ax.grid(alpha=0.3, which="both")
         for c in known:
-            ax.annotate(c, (fractions[c], 1.0), xycoords=("data", "axes fraction"), rotation=60, fontsize=7,
-                        ha="left", va="bottom")
+            ax.annotate(
+                c,
+                (fractions[c], 1.0),
+                xycoords=("data", "axes fraction"),
+                rotation=60,
+                fontsize=7,
+                ha="left",
+                va="bottom",
+            )
             ax.axvline(fractions[c], color="0.85", lw=0.6, zorder=0)
     if len(known) == 1:
         for ax in (left, right):
@@ -344,8 +421,10 @@ def read_results(results_dir: Path) -> tuple[dict, dict[str, dict[int, dict]]]:
         else:
             missing.append(run["name"])
     if missing:
-        raise ConfigError(f"{results_dir / 'runs'}: {len(missing)} of {len(manifest['runs'])} run summaries missing "
-                          f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); run compare.py to train them")
+        raise ConfigError(
+            f"{results_dir / 'runs'}: {len(missing)} of {len(manifest['runs'])} run summaries missing "
+            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); run compare.py to train them"
+        )
     return manifest, runs
 
 
@@ -357,7 +436,7 @@ def summary_fractions(runs: dict[str, dict[int, dict]], classes: list[str]) -> d
             if isinstance(fractions, dict) and all(c in fractions for c in classes):
                 return {c: float(fractions[c]) for c in classes}
             if isinstance(fractions, list) and len(fractions) == len(classes):
-                return dict(zip(classes, map(float, fractions)))
+                return dict(zip(classes, map(float, fractions), strict=False))
     return None
 
 
@@ -374,8 +453,15 @@ def aggregate_directory(results_dir: Path) -> list[dict]:
     title = manifest.get("title") or manifest["experiment"]
     plot_dice_per_channel(rows, strategies, classes, fractions, results_dir / PLOTS["dice_per_channel"], title)
     if len(classes) > 1:  # one channel: a single point, nothing to read off
-        plot_dice_vs_frequency(rows, strategies, classes, fractions, results_dir / PLOTS["dice_vs_frequency"], title,
-                               manifest.get("reference"))
+        plot_dice_vs_frequency(
+            rows,
+            strategies,
+            classes,
+            fractions,
+            results_dir / PLOTS["dice_vs_frequency"],
+            title,
+            manifest.get("reference"),
+        )
     log_results_table(manifest, rows)
     return rows
 
@@ -390,9 +476,15 @@ def log_results_table(manifest: dict, rows: list[dict]) -> None:
     name = f"{manifest['experiment']}-{manifest['profile']}-results"
     run_dir = expand_path(wandb["out_dir"]) / name
     run_dir.mkdir(parents=True, exist_ok=True)
-    tracker = Tracker(run_dir, wandb["mode"], wandb["project"], wandb.get("group"), name,
-                      {k: manifest[k] for k in ("experiment", "profile", "strategies", "seeds", "budget")},
-                      tags=["comparison"])
+    tracker = Tracker(
+        run_dir,
+        wandb["mode"],
+        wandb["project"],
+        wandb.get("group"),
+        name,
+        {k: manifest[k] for k in ("experiment", "profile", "strategies", "seeds", "budget")},
+        tags=["comparison"],
+    )
     tracker.log_table("comparison/results", list(CSV_COLUMNS), [[row[c] for c in CSV_COLUMNS] for row in rows])
     tracker.finish()
 

@@ -15,7 +15,7 @@ import copy
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -27,8 +27,8 @@ BASE_CONFIG = REPO_ROOT / "configs" / "base.yaml"
 WEIGHTINGS = ("none", "global", "per_channel", "per_batch", "class_map", "border_map")
 
 # Ranges, checked when the config is loaded (before anything is created)
-Count = Annotated[int, Field(ge=0)]               # 0 allowed: workers, seeds, images to log
-Positive = Annotated[int, Field(ge=1)]            # epochs, batch size, steps, samples
+Count = Annotated[int, Field(ge=0)]  # 0 allowed: workers, seeds, images to log
+Positive = Annotated[int, Field(ge=1)]  # epochs, batch size, steps, samples
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 MaskValue = Annotated[int, Field(ge=0, le=65535)]  # 8- or 16-bit PNG
@@ -48,8 +48,10 @@ class RunConfig(_Section):
     @classmethod
     def _plain_name(cls, value: str) -> str:
         if not _PLAIN_NAME.fullmatch(value) or ".." in value:
-            raise ValueError("must be a plain name (letters, digits and _ . + = -; no path separators, no '..'), "
-                             f"got {value!r}: runs are written to run.out_dir/run.name")
+            raise ValueError(
+                "must be a plain name (letters, digits and _ . + = -; no path separators, no '..'), "
+                f"got {value!r}: runs are written to run.out_dir/run.name"
+            )
         return value
 
 
@@ -57,15 +59,15 @@ class DataConfig(_Section):
     root: str
     mask_format: Literal["binary", "index", "multilabel", "instance"]
     classes: list[str]
-    positive_values: Optional[list[MaskValue]]
-    ignore_index: Optional[MaskValue]
+    positive_values: list[MaskValue] | None
+    ignore_index: MaskValue | None
     image_size: int
     num_workers: Count
     val_fraction: float
     split_seed: Count
-    val_stems: Optional[list[str]]
-    samples_per_epoch: Optional[Positive]
-    max_val_images: Optional[Positive]
+    val_stems: list[str] | None
+    samples_per_epoch: Positive | None
+    max_val_images: Positive | None
     synthetic: bool
 
     @field_validator("image_size")
@@ -83,7 +85,7 @@ class DataConfig(_Section):
         return value
 
     @model_validator(mode="after")
-    def _format_keys(self) -> "DataConfig":
+    def _format_keys(self) -> DataConfig:
         if not self.classes:
             raise ValueError("data.classes must name at least one channel")
         if any(not name.strip() or "/" in name for name in self.classes):
@@ -100,7 +102,7 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     arch: str
     encoder: str
-    encoder_weights: Optional[str]
+    encoder_weights: str | None
 
 
 class TrainConfig(_Section):
@@ -111,7 +113,7 @@ class TrainConfig(_Section):
     device: Literal["auto", "cpu", "cuda"]
     amp: bool
     channels_last: bool
-    max_steps_per_epoch: Optional[Positive]
+    max_steps_per_epoch: Positive | None
 
 
 class BorderConfig(_Section):
@@ -127,8 +129,8 @@ class LossConfig(_Section):
     negatives: Literal["pixels", "all_zero"]
     clamp: tuple[PositiveFloat, PositiveFloat]
     normalize: bool
-    stats_file: Optional[str]
-    ema: Optional[float]
+    stats_file: str | None
+    ema: float | None
     border: BorderConfig
 
     @field_validator("clamp")
@@ -140,7 +142,7 @@ class LossConfig(_Section):
 
     @field_validator("ema")
     @classmethod
-    def _momentum(cls, value: Optional[float]) -> Optional[float]:
+    def _momentum(cls, value: float | None) -> float | None:
         if value is not None and not 0.0 <= value < 1.0:
             raise ValueError(f"must be in [0, 1) (weight of the previous value), got {value}")
         return value
@@ -159,7 +161,7 @@ class MetricsConfig(_Section):
 class WandbConfig(_Section):
     mode: Literal["offline", "online", "disabled"]
     project: Annotated[str, Field(min_length=1)]
-    group: Optional[str]
+    group: str | None
     log_images: Count
 
 
@@ -177,7 +179,7 @@ class Config(_Section):
     logging: LoggingConfig
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "Config":
+    def _cross_checks(self) -> Config:
         fmt, loss = self.data.mask_format, self.loss
         if loss.negatives == "all_zero" and fmt != "multilabel":
             raise ValueError(
@@ -289,8 +291,12 @@ def _coerce_numbers(raw: Any) -> Any:
 
 
 _FLOAT_KEYS = {
-    ("train", "lr"), ("train", "weight_decay"), ("data", "val_fraction"), ("loss", "ema"),
-    ("loss", "border", "w0"), ("loss", "border", "sigma"),
+    ("train", "lr"),
+    ("train", "weight_decay"),
+    ("data", "val_fraction"),
+    ("loss", "ema"),
+    ("loss", "border", "w0"),
+    ("loss", "border", "sigma"),
 }
 
 
@@ -305,8 +311,9 @@ def _ints_to_floats(raw: dict) -> dict:
             node[path[-1]] = float(node[path[-1]])
     clamp = raw.get("loss", {}).get("clamp") if isinstance(raw.get("loss"), dict) else None
     if isinstance(clamp, list):
-        raw["loss"]["clamp"] = tuple(float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
-                                     for v in clamp)
+        raw["loss"]["clamp"] = tuple(
+            float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in clamp
+        )
     return raw
 
 

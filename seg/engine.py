@@ -53,8 +53,15 @@ def autocast(options: StepOptions):
     return contextlib.nullcontext()
 
 
-def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optimizer, scheduler,
-                    weighting: Weighting, options: StepOptions, desc: str = "train") -> dict:
+def train_one_epoch(
+    model: torch.nn.Module,
+    loader,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    weighting: Weighting,
+    options: StepOptions,
+    desc: str = "train",
+) -> dict:
     """One pass over ``loader``.
 
     Returns the mean loss, train Dice (macro, at 0.5), the WeightSums, the largest map weight,
@@ -76,8 +83,9 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
         with autocast(options):
             logits = model(batch["image"])
         weight = weighting.batch_weight(batch)
-        loss, step_sums = weighted_bce(logits, batch["target"], batch["valid"], weight,
-                                       options.apply_as, options.normalize)
+        loss, step_sums = weighted_bce(
+            logits, batch["target"], batch["valid"], weight, options.apply_as, options.normalize
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -96,10 +104,16 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
         steps += 1
     bar.close()
     raise_if_diverged(first_bad)
-    return {"loss": float(loss_sum) / max(steps, 1), "dice": to_float(dice_score(counts[None].cpu(), "macro")),
-            "sums": sums, "map_max": float(map_max), "steps": steps,
-            "mean_channel_weight": [float(w) / max(steps, 1) for w in channel_weight_sum.flatten().cpu()]
-            if channel_weight_sum.dim() else None}
+    return {
+        "loss": float(loss_sum) / max(steps, 1),
+        "dice": to_float(dice_score(counts[None].cpu(), "macro")),
+        "sums": sums,
+        "map_max": float(map_max),
+        "steps": steps,
+        "mean_channel_weight": [float(w) / max(steps, 1) for w in channel_weight_sum.flatten().cpu()]
+        if channel_weight_sum.dim()
+        else None,
+    }
 
 
 @torch.no_grad()
@@ -123,17 +137,32 @@ def evaluate(model: torch.nn.Module, loader, evaluator: Evaluator, options: Step
     return float(loss_sum / pixels.clamp(min=1))
 
 
-def epoch_row(epoch: int, train: dict, val_loss: float, val: dict, class_names: list[str],
-              effective: list[float], mean_weight: float, lr: float, seconds: float) -> dict:
+def epoch_row(
+    epoch: int,
+    train: dict,
+    val_loss: float,
+    val: dict,
+    class_names: list[str],
+    effective: list[float],
+    mean_weight: float,
+    lr: float,
+    seconds: float,
+) -> dict:
     """One metrics.jsonl row (at least: epoch, train/loss, val/loss, val/dice, val/iou, per channel)."""
-    row = {"epoch": epoch, "train/loss": train["loss"], "train/dice": train["dice"], "val/loss": val_loss,
-           "val/dice": val["dice"], "val/iou": val["iou"]}
+    row = {
+        "epoch": epoch,
+        "train/loss": train["loss"],
+        "train/dice": train["dice"],
+        "val/loss": val_loss,
+        "val/dice": val["dice"],
+        "val/iou": val["iou"],
+    }
     for name in class_names:
         row[f"val/dice/{name}"] = val["per_channel"][name]["dice"]
         row[f"val/iou/{name}"] = val["per_channel"][name]["iou"]
     for policy, block in val.get("by_threshold", {}).items():
         row[f"val/{policy}/dice"] = block["dice"]
-    for name, q in zip(class_names, effective):
+    for name, q in zip(class_names, effective, strict=False):
         row[f"weights/effective_pos_weight/{name}"] = q
     row.update({"weights/mean_applied_weight": mean_weight, "lr": lr, "time/epoch_s": seconds})
     return row
@@ -143,7 +172,6 @@ def effective_weights(sums: WeightSums | None, num_channels: int) -> list[float]
     if sums is None:
         return [1.0] * num_channels
     return [float(q) for q in sums.effective_pos_weight().cpu()]
-
 
 
 def raise_if_diverged(first_bad: torch.Tensor) -> None:
@@ -158,6 +186,5 @@ def raise_if_diverged(first_bad: torch.Tensor) -> None:
 
 def all_finite(model: torch.nn.Module) -> bool:
     """True when every parameter and buffer of ``model`` is finite (one host sync)."""
-    flags = [torch.isfinite(t).all() for t in list(model.parameters()) + list(model.buffers())
-             if t.is_floating_point()]
+    flags = [torch.isfinite(t).all() for t in list(model.parameters()) + list(model.buffers()) if t.is_floating_point()]
     return bool(torch.stack(flags).all()) if flags else True

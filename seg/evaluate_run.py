@@ -61,8 +61,7 @@ def split_dataset(cfg: Config, split: str) -> SegmentationDataset:
         ensure_synthetic(root)
     if split == "test":
         if not ((root / "test" / "images").is_dir() and (root / "test" / "masks").is_dir()):
-            raise DataError(f"{root / 'test'}: no labelled test split (needs images/ and masks/); "
-                            "use --split val")
+            raise DataError(f"{root / 'test'}: no labelled test split (needs images/ and masks/); use --split val")
         samples = find_samples(root / "test", spec)
     else:
         _, samples, _ = split_samples(root, spec, cfg.data.val_fraction, cfg.data.split_seed, cfg.data.val_stems)
@@ -72,13 +71,24 @@ def split_dataset(cfg: Config, split: str) -> SegmentationDataset:
 
 
 def _run_pass(model, dataset, evaluator: Evaluator, options: StepOptions, cfg: Config, desc: str) -> float:
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=False,
-                                         num_workers=cfg.data.num_workers, collate_fn=pad_collate)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=cfg.train.batch_size,
+        shuffle=False,
+        num_workers=cfg.data.num_workers,
+        collate_fn=pad_collate,
+    )
     return evaluate(model, loader, evaluator, options, desc=desc)
 
 
-def evaluate_run(run_dir: str | Path, split: str = "val", device: str | None = None, overlays: int = 8,
-                 wandb_mode: str | None = None, progress: bool = True) -> dict:
+def evaluate_run(
+    run_dir: str | Path,
+    split: str = "val",
+    device: str | None = None,
+    overlays: int = 8,
+    wandb_mode: str | None = None,
+    progress: bool = True,
+) -> dict:
     """Evaluate ``run_dir``'s best.pt on ``split``; write the files listed above; return the JSON content."""
     if split not in SPLITS:
         raise ConfigError(f"--split: expected one of {SPLITS}, got {split!r}")
@@ -104,47 +114,80 @@ def evaluate_run(run_dir: str | Path, split: str = "val", device: str | None = N
         evaluator = Evaluator(len(names), dev, log_q(effective), cfg.metrics.empty, tuned_thresholds=tuned)
         loss = _run_pass(model, dataset, evaluator, options, cfg, "test")
     metrics = evaluator.compute(names, cfg.metrics.threshold)
-    result = {"run": cfg.run.name, "split": split, "checkpoint": "checkpoints/best.pt", "epoch": saved.get("epoch"),
-              "effective_pos_weight": effective, "loss": loss, "metrics": metrics,
-              "provenance": provenance(str(dev))}
+    result = {
+        "run": cfg.run.name,
+        "split": split,
+        "checkpoint": "checkpoints/best.pt",
+        "epoch": saved.get("epoch"),
+        "effective_pos_weight": effective,
+        "loss": loss,
+        "metrics": metrics,
+        "provenance": provenance(str(dev)),
+    }
 
     title = f"{cfg.run.name}: {split} (best.pt, epoch {saved.get('epoch')})"
     table = markdown_table(metrics, names, title)
     write_json_atomic(run_dir / f"eval-{split}.json", result)
     write_text_atomic(run_dir / f"eval-{split}.md", table)
-    plot_reliability(evaluator.reliability(), names, run_dir / f"eval-{split}-reliability.png",
-                     title=f"{cfg.run.name}: reliability on {split}")
+    plot_reliability(
+        evaluator.reliability(),
+        names,
+        run_dir / f"eval-{split}-reliability.png",
+        title=f"{cfg.run.name}: reliability on {split}",
+    )
     threshold = torch.logit(torch.tensor([metrics["thresholds"][n] for n in names], dtype=torch.float64))
     examples = overlay_examples(model, dataset, overlays, options, threshold.float().view(-1, 1, 1))
     if examples[0]:
-        save_overlay_grid(overlay_grid(*examples), names, run_dir / f"eval-{split}-overlays.png",
-                          title=f"{title}, threshold {cfg.metrics.threshold}")
+        save_overlay_grid(
+            overlay_grid(*examples),
+            names,
+            run_dir / f"eval-{split}-overlays.png",
+            title=f"{title}, threshold {cfg.metrics.threshold}",
+        )
     _log_to_wandb(cfg, run_dir, split, metrics, names, examples, wandb_mode or cfg.logging.wandb.mode)
     return result
 
 
-def _log_to_wandb(cfg: Config, run_dir: Path, split: str, metrics: dict, names: list[str], examples: tuple,
-                  mode: str) -> None:
+def _log_to_wandb(
+    cfg: Config, run_dir: Path, split: str, metrics: dict, names: list[str], examples: tuple, mode: str
+) -> None:
     """A W&B run of its own under eval/<split>/ (so the training run's step history is left alone)."""
     if mode == "disabled":
         return
     folder = run_dir / "eval" / split
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "wandb_run_id.txt").unlink(missing_ok=True)  # a fresh W&B run per evaluation
-    tracker = Tracker(folder, mode, cfg.logging.wandb.project, cfg.logging.wandb.group or cfg.run.name,
-                      f"{cfg.run.name}-eval-{split}", {"run": cfg.run.name, "split": split}, tags=["eval"])
+    tracker = Tracker(
+        folder,
+        mode,
+        cfg.logging.wandb.project,
+        cfg.logging.wandb.group or cfg.run.name,
+        f"{cfg.run.name}-eval-{split}",
+        {"run": cfg.run.name, "split": split},
+        tags=["eval"],
+    )
     rows = []
     for policy, block in metrics["by_threshold"].items():
         for name in names:
-            rows.append([policy, name, block["per_channel"][name]["dice"], block["per_channel"][name]["iou"],
-                         block["thresholds"][name]])
+            rows.append(
+                [
+                    policy,
+                    name,
+                    block["per_channel"][name]["dice"],
+                    block["per_channel"][name]["iou"],
+                    block["thresholds"][name],
+                ]
+            )
         rows.append([policy, "macro", block["dice"], block["iou"], None])
     tracker.log_table(f"eval/{split}/table", ["threshold", "channel", "dice", "iou", "probability"], rows)
     if examples[0]:
         tracker.log_overlays(f"eval/{split}/examples", *examples, names, step=1)
     tracker.log_image_file(f"eval/{split}/reliability", run_dir / f"eval-{split}-reliability.png", step=1)
-    headline = {f"eval/{split}/{policy}/{m}": block[m] for policy, block in metrics["by_threshold"].items()
-                for m in ("dice", "iou")}
+    headline = {
+        f"eval/{split}/{policy}/{m}": block[m]
+        for policy, block in metrics["by_threshold"].items()
+        for m in ("dice", "iou")
+    }
     headline.update({f"eval/{split}/dice": metrics["dice"], f"eval/{split}/iou": metrics["iou"]})
     tracker.summary({k: v for k, v in headline.items() if v is not None and not math.isnan(v)})
     tracker.finish()

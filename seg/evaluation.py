@@ -107,9 +107,16 @@ class Evaluator:
     Memory per image: C*(3*4*8 + 2*(G+1)*4) bytes (C=12, G=99: about 10 KB).
     """
 
-    def __init__(self, num_channels: int, device: torch.device | str, log_q: torch.Tensor | None = None,
-                 empty: str = "nan", grid_step: float = 0.01, ece_bins: int = ECE_BINS,
-                 tuned_thresholds: torch.Tensor | list[float] | None = None) -> None:
+    def __init__(
+        self,
+        num_channels: int,
+        device: torch.device | str,
+        log_q: torch.Tensor | None = None,
+        empty: str = "nan",
+        grid_step: float = 0.01,
+        ece_bins: int = ECE_BINS,
+        tuned_thresholds: torch.Tensor | list[float] | None = None,
+    ) -> None:
         if empty not in EMPTY_POLICIES:
             raise ValueError(f"empty must be one of {EMPTY_POLICIES}, got {empty!r}")
         self.num_channels = num_channels
@@ -157,8 +164,10 @@ class Evaluator:
         (C,) float64 under each policy; the tuned search runs here, on the summed histograms."""
         c, slots = self.num_channels, self.boundaries.numel() + 1
         counts = {name: self._gathered(name, (c, 4), torch.long).cpu() for name in ("0.5", "prior_corrected")}
-        thresholds = {"0.5": torch.full((c,), 0.5, dtype=torch.float64),
-                      "prior_corrected": torch.sigmoid(self.log_q.double().flatten().cpu())}
+        thresholds = {
+            "0.5": torch.full((c,), 0.5, dtype=torch.float64),
+            "prior_corrected": torch.sigmoid(self.log_q.double().flatten().cpu()),
+        }
         if self.tuned_logits is not None:
             counts["tuned"] = self._gathered("tuned", (c, 4), torch.long).cpu()
             thresholds["tuned"] = self.tuned_thresholds.double().flatten()
@@ -180,12 +189,17 @@ class Evaluator:
         by_threshold = {}
         for name in POLICIES:
             block = score_block(counts[name], class_names, self.empty)
-            block["thresholds"] = {n: round(float(p), 6) for n, p in zip(class_names, thresholds[name])}
+            block["thresholds"] = {n: round(float(p), 6) for n, p in zip(class_names, thresholds[name], strict=False)}
             by_threshold[name] = block
         by_threshold["tuned"]["note"] = FIXED_NOTE if self.tuned_thresholds is not None else TUNED_NOTE
-        return {**by_threshold[threshold], "threshold": threshold, "empty_policy": self.empty,
-                "num_images": int(counts["0.5"].shape[0]), "by_threshold": by_threshold,
-                "ece": self._ece_block(class_names)}
+        return {
+            **by_threshold[threshold],
+            "threshold": threshold,
+            "empty_policy": self.empty,
+            "num_images": int(counts["0.5"].shape[0]),
+            "by_threshold": by_threshold,
+            "ece": self._ece_block(class_names),
+        }
 
     def _ece_block(self, class_names: list[str]) -> dict:
         block: dict = {"bins": self.ece_bins}

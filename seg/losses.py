@@ -41,8 +41,8 @@ class WeightSums:
     neg_weight_sum: torch.Tensor
     neg_count: torch.Tensor
 
-    def __add__(self, other: "WeightSums") -> "WeightSums":
-        return WeightSums(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple())))
+    def __add__(self, other: WeightSums) -> WeightSums:
+        return WeightSums(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple(), strict=False)))
 
     def as_tuple(self) -> tuple[torch.Tensor, ...]:
         return self.pos_weight_sum, self.pos_count, self.neg_weight_sum, self.neg_count

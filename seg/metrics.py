@@ -42,8 +42,12 @@ def _check_shapes(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tenso
     shape = tuple(logits.shape)
     if logits.dim() != 4 or target.shape != logits.shape:
         raise ValueError(f"logits and target must both be [N,C,H,W]; got {shape} and {tuple(target.shape)}")
-    if valid is not None and (valid.dim() != 4 or valid.shape[1] not in (1, shape[1])
-                              or valid.shape[0] != shape[0] or valid.shape[2:] != logits.shape[2:]):
+    if valid is not None and (
+        valid.dim() != 4
+        or valid.shape[1] not in (1, shape[1])
+        or valid.shape[0] != shape[0]
+        or valid.shape[2:] != logits.shape[2:]
+    ):
         raise ValueError(f"valid must be [N,1,H,W] or [N,C,H,W] for logits {shape}; got {tuple(valid.shape)}")
 
 
@@ -113,7 +117,7 @@ def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     padded[: tensor.shape[0]] = tensor
     parts = [torch.zeros_like(padded) for _ in range(world)]
     dist.all_gather(parts, padded)
-    return torch.cat([part[:n] for part, n in zip(parts, rows)])
+    return torch.cat([part[:n] for part, n in zip(parts, rows, strict=False)])
 
 
 # ------------------------------------------------------------------------- scores
@@ -191,12 +195,17 @@ def score_block(counts: torch.Tensor, class_names: list[str], empty: str) -> dic
     return {
         "dice": to_float(dice.nanmean()),
         "iou": to_float(iou.nanmean()),
-        "micro": {"dice": to_float(dice_score(counts, "micro", empty)),
-                  "iou": to_float(iou_score(counts, "micro", empty))},
-        "per_image": {"dice": to_float(dice_score(counts, "per_image", empty)),
-                      "iou": to_float(iou_score(counts, "per_image", empty))},
-        "per_channel": {name: {"dice": to_float(dice[c]), "iou": to_float(iou[c])}
-                        for c, name in enumerate(class_names)},
+        "micro": {
+            "dice": to_float(dice_score(counts, "micro", empty)),
+            "iou": to_float(iou_score(counts, "micro", empty)),
+        },
+        "per_image": {
+            "dice": to_float(dice_score(counts, "per_image", empty)),
+            "iou": to_float(iou_score(counts, "per_image", empty)),
+        },
+        "per_channel": {
+            name: {"dice": to_float(dice[c]), "iou": to_float(iou[c])} for c, name in enumerate(class_names)
+        },
         "empty_image_fp_rate": {name: to_float(fp_rate[c]) for c, name in enumerate(class_names)},
     }
 

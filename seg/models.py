@@ -8,8 +8,9 @@ import torch
 from seg.config import ConfigError
 
 
-def build_model(arch: str, encoder: str, encoder_weights: str | None, classes: int,
-                in_channels: int = 3) -> torch.nn.Module:
+def build_model(
+    arch: str, encoder: str, encoder_weights: str | None, classes: int, in_channels: int = 3
+) -> torch.nn.Module:
     """An smp model emitting raw logits [B, classes, H, W] (no activation)."""
     known = {name.lower(): name for name in smp.__dict__ if isinstance(getattr(smp, name), type)}
     if arch.lower() not in known:
@@ -17,9 +18,10 @@ def build_model(arch: str, encoder: str, encoder_weights: str | None, classes: i
     if encoder not in smp.encoders.get_encoder_names():
         raise ConfigError(f"model.encoder: unknown encoder {encoder!r} (e.g. resnet18, resnet34, efficientnet-b0)")
     try:
-        return smp.create_model(arch, encoder_name=encoder, encoder_weights=encoder_weights,
-                                in_channels=in_channels, classes=classes)
-    except Exception as err:  # noqa: BLE001 - download failures come in many types
+        return smp.create_model(
+            arch, encoder_name=encoder, encoder_weights=encoder_weights, in_channels=in_channels, classes=classes
+        )
+    except Exception as err:
         if encoder_weights is None:
             raise
         raise ConfigError(

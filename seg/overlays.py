@@ -10,8 +10,13 @@ from seg.data.masks import read_image
 
 
 @torch.no_grad()
-def overlay_examples(model: torch.nn.Module, dataset: SegmentationDataset, count: int, options,
-                     logit_threshold: torch.Tensor | float = 0.0) -> tuple[list, list, list]:
+def overlay_examples(
+    model: torch.nn.Module,
+    dataset: SegmentationDataset,
+    count: int,
+    options,
+    logit_threshold: torch.Tensor | float = 0.0,
+) -> tuple[list, list, list]:
     """The first ``count`` items: images uint8 [H,W,3], truths and predictions uint8 [H,W,C] in {0,1}."""
     from seg.engine import autocast, to_device
 

@@ -34,8 +34,9 @@ PACKAGES = {
 
 def _git(*args: str) -> str | None:
     try:
-        done = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10,
-                              check=False)
+        done = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
@@ -87,8 +88,12 @@ def device_description(device: str = "cpu") -> dict:
     """{"type", "name" (GPU name or CPU model), "cpu", "cpu_count", "torch_threads"} for ``device``."""
     import torch
 
-    out = {"type": str(device).split(":")[0], "cpu": cpu_model(), "cpu_count": os.cpu_count(),
-           "torch_threads": torch.get_num_threads()}
+    out = {
+        "type": str(device).split(":")[0],
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
     if out["type"] == "cuda" and torch.cuda.is_available():
         out["name"] = torch.cuda.get_device_name(torch.device(device))
         out["cuda"] = torch.version.cuda
@@ -124,5 +129,4 @@ def _relative(path: str) -> str:
 
 def provenance(device: str = "cpu", argv: list[str] | None = None) -> dict:
     """The block written as ``"provenance"`` into every result file."""
-    return {**git_state(), "command": command_line(argv), "versions": versions(),
-            "device": device_description(device)}
+    return {**git_state(), "command": command_line(argv), "versions": versions(), "device": device_description(device)}

@@ -13,8 +13,21 @@ import numpy as np
 from seg.plots import save_figure
 
 # Channel colours (RGB), from matplotlib's tab10: distinguishable, colour-blind friendlier than pure RGB.
-PALETTE = np.array([(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-                    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)], dtype=np.uint8)
+PALETTE = np.array(
+    [
+        (31, 119, 180),
+        (255, 127, 14),
+        (44, 160, 44),
+        (214, 39, 40),
+        (148, 103, 189),
+        (140, 86, 75),
+        (227, 119, 194),
+        (127, 127, 127),
+        (188, 189, 34),
+        (23, 190, 207),
+    ],
+    dtype=np.uint8,
+)
 
 
 def _cell(value: float | None, digits: int = 4) -> str:
@@ -31,15 +44,21 @@ def markdown_table(val: dict, class_names: list[str], title: str | None = None) 
     for name in class_names:
         cells = [_cell(b["per_channel"][name][m]) for b in blocks.values() for m in ("dice", "iou")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines.append("| **macro** | " + " | ".join(f"**{_cell(b[m])}**" for b in blocks.values()
-                                                for m in ("dice", "iou")) + " |")
+    lines.append(
+        "| **macro** | " + " | ".join(f"**{_cell(b[m])}**" for b in blocks.values() for m in ("dice", "iou")) + " |"
+    )
     for average in ("micro", "per_image"):
-        lines.append(f"| {average} | " + " | ".join(_cell(b[average][m]) for b in blocks.values()
-                                                     for m in ("dice", "iou")) + " |")
+        lines.append(
+            f"| {average} | "
+            + " | ".join(_cell(b[average][m]) for b in blocks.values() for m in ("dice", "iou"))
+            + " |"
+        )
     lines += ["", _details_table(val, blocks, class_names), ""]
-    notes = ["Dice/IoU: macro = mean over channels of dataset-level scores; micro = counts pooled over "
-             "images and channels; per_image = mean over images, then channels. "
-             f"Empty policy: {val.get('empty_policy')} (– = undefined)."]
+    notes = [
+        "Dice/IoU: macro = mean over channels of dataset-level scores; micro = counts pooled over "
+        "images and channels; per_image = mean over images, then channels. "
+        f"Empty policy: {val.get('empty_policy')} (– = undefined)."
+    ]
     if "tuned" in blocks and blocks["tuned"].get("note"):
         notes.append(f"tuned: {blocks['tuned']['note']}.")
     chosen = val.get("threshold")
@@ -76,8 +95,9 @@ def overlay(image: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> np.ndar
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def overlay_grid(images: list[np.ndarray], truths: list[np.ndarray], preds: list[np.ndarray],
-                 gap: int = 4) -> np.ndarray:
+def overlay_grid(
+    images: list[np.ndarray], truths: list[np.ndarray], preds: list[np.ndarray], gap: int = 4
+) -> np.ndarray:
     """One row per example: image | ground truth overlay | prediction overlay, uint8 [R*(H+gap)-gap, 3*(W+gap)-gap, 3].
 
     images uint8 [H,W,3] (grey [H,W] accepted); truths/preds [H,W,C] in {0,1}. Examples of
@@ -88,10 +108,10 @@ def overlay_grid(images: list[np.ndarray], truths: list[np.ndarray], preds: list
     images = [np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im for im in images]
     height, width = max(im.shape[0] for im in images), max(im.shape[1] for im in images)
     grid = np.full((len(images) * (height + gap) - gap, 3 * (width + gap) - gap, 3), 255, dtype=np.uint8)
-    for row, (image, truth, pred) in enumerate(zip(images, truths, preds)):
+    for row, (image, truth, pred) in enumerate(zip(images, truths, preds, strict=False)):
         for col, tile in enumerate((image, overlay(image, truth), overlay(image, pred))):
             y, x = row * (height + gap), col * (width + gap)
-            grid[y:y + tile.shape[0], x:x + tile.shape[1]] = tile
+            grid[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
     return grid
 
 
@@ -113,15 +133,23 @@ def save_overlay_grid(grid: np.ndarray, class_names: list[str], path: str | Path
     for side in ax.spines.values():
         side.set_visible(False)
     handles = [Patch(color=PALETTE[c % len(PALETTE)] / 255, label=name) for c, name in enumerate(class_names)]
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(6, len(handles)),
-              fontsize=8, frameon=False)
+    ax.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=min(6, len(handles)),
+        fontsize=8,
+        frameon=False,
+    )
     return save_figure(fig, path, title)
 
 
 def print_results(summary: dict, class_names: list[str]) -> None:
     """The results table printed at the end of a training run (the final epoch's ``val`` block)."""
     print()
-    print(f"weighting: {summary['weighting']}   effective pos_weight: "
-          + ", ".join(f"{q:.3g}" for q in summary["effective_pos_weight"])
-          + f"   epochs: {summary['epochs_completed']} (best.pt: epoch {summary['best_epoch']})")
+    print(
+        f"weighting: {summary['weighting']}   effective pos_weight: "
+        + ", ".join(f"{q:.3g}" for q in summary["effective_pos_weight"])
+        + f"   epochs: {summary['epochs_completed']} (best.pt: epoch {summary['best_epoch']})"
+    )
     print(markdown_table(summary["val"], class_names))

@@ -35,8 +35,9 @@ def current_lr(optimizer: torch.optim.Optimizer) -> float:
     return float(optimizer.param_groups[0]["lr"])
 
 
-def resume_schedule(optimizer: torch.optim.Optimizer, saved: dict, done: int, epochs: int, steps_per_epoch: int,
-                    run_name: str) -> tuple[list[Segment], object]:
+def resume_schedule(
+    optimizer: torch.optim.Optimizer, saved: dict, done: int, epochs: int, steps_per_epoch: int, run_name: str
+) -> tuple[list[Segment], object]:
     """The schedule and scheduler for a run resumed after ``done`` epochs, now to train until ``epochs``.
 
     The same plan continues the saved scheduler; another ``epochs`` starts a new cosine segment
@@ -50,14 +51,15 @@ def resume_schedule(optimizer: torch.optim.Optimizer, saved: dict, done: int, ep
         lrs = [group["lr"] for group in optimizer.param_groups]  # a new scheduler resets them: keep them
         scheduler = cosine(optimizer, schedule[-1], steps_per_epoch)
         scheduler.load_state_dict(saved["scheduler"])
-        for group, lr in zip(optimizer.param_groups, lrs):
+        for group, lr in zip(optimizer.param_groups, lrs, strict=False):
             group["lr"] = lr
         return schedule, scheduler
     lr = current_lr(optimizer)
     if lr <= 1e-6 * schedule[0]["lr_start"]:
         raise ConfigError(
             f"train.epochs: {run_name} finished its cosine schedule at epoch {done} (learning rate {lr:.3g}); "
-            f"{epochs} epochs would continue at LR 0. Start a new run (another run.name) with train.epochs={epochs}")
+            f"{epochs} epochs would continue at LR 0. Start a new run (another run.name) with train.epochs={epochs}"
+        )
     for group in optimizer.param_groups:
         group["initial_lr"] = group["lr"]
     segment = {"epochs": [done, epochs], "lr_start": lr}

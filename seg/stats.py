@@ -24,11 +24,12 @@ import json
 import multiprocessing
 import os
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -72,8 +73,12 @@ class MaskCounts:
         """Add one image: target uint8 [H,W,C] in {0,1}, valid bool [H,W]."""
         positive = target.reshape(-1, self.num_channels)[valid.ravel()]
         n_valid = int(valid.sum())
-        self.add_counts(positive.sum(axis=0, dtype=np.int64), n_valid, valid.size,
-                        n_valid - int(np.count_nonzero(positive.any(axis=1))))
+        self.add_counts(
+            positive.sum(axis=0, dtype=np.int64),
+            n_valid,
+            valid.size,
+            n_valid - int(np.count_nonzero(positive.any(axis=1))),
+        )
 
     def add_counts(self, positive: np.ndarray, valid: int, total: int, all_zero: int) -> None:
         """Add one image from its counts: positive (C,) int64, valid, total and all-zero pixels."""
@@ -84,7 +89,7 @@ class MaskCounts:
         self.all_zero_pixels += all_zero
         self.images += 1
 
-    def merge(self, other: "MaskCounts") -> None:
+    def merge(self, other: MaskCounts) -> None:
         self.positive_pixels += other.positive_pixels
         self.images_with_positives += other.images_with_positives
         self.valid_pixels += other.valid_pixels
@@ -166,9 +171,9 @@ def value_counts(plane: np.ndarray, two_valued_first: bool = True) -> dict[int, 
         else:
             counts = np.bincount(plane.ravel(), minlength=bins)
         present = np.flatnonzero(counts)
-        return dict(zip(present.tolist(), counts[present].tolist()))
+        return dict(zip(present.tolist(), counts[present].tolist(), strict=False))
     values, counts = np.unique(plane, return_counts=True)
-    return {v.item(): int(n) for v, n in zip(values, counts)}
+    return {v.item(): int(n) for v, n in zip(values, counts, strict=False)}
 
 
 @lru_cache(maxsize=64)
@@ -184,22 +189,30 @@ def _dtype_name(raw: np.ndarray) -> str:
 def _describe(spec: MaskSpec) -> str:
     if spec.fmt == "index":
         return f"an index mask with {spec.num_classes} classes" + (
-            f" and ignore_index {spec.ignore_index}" if spec.ignore_index is not None else "")
+            f" and ignore_index {spec.ignore_index}" if spec.ignore_index is not None else ""
+        )
     return "a multilabel channel" if spec.fmt == "multilabel" else f"a {spec.fmt} mask"
 
 
-def _value_problem(values: dict[int, int], allowed: frozenset[int], spec: MaskSpec, path: Path,
-                   where: str = "") -> Problem | None:
+def _value_problem(
+    values: dict[int, int], allowed: frozenset[int], spec: MaskSpec, path: Path, where: str = ""
+) -> Problem | None:
     bad = sorted(v for v in values if v not in allowed)
     if not bad:
         return None
     pixels = sum(values[v] for v in bad)
     shown = ", ".join(str(v) for v in bad[:6]) + (" ..." if len(bad) > 6 else "")
-    hint = ("likely resized with interpolation: use nearest-neighbour" if spec.fmt != "index"
-            else "check data.classes / ignore_index, or a resize with interpolation")
-    return Problem(str(path), "unexpected_values",
-                   f"{where}value(s) {shown} not valid for {_describe(spec)} (allowed: {sorted(allowed)}); "
-                   f"{pixels} of {sum(values.values())} pixels; {hint}")
+    hint = (
+        "likely resized with interpolation: use nearest-neighbour"
+        if spec.fmt != "index"
+        else "check data.classes / ignore_index, or a resize with interpolation"
+    )
+    return Problem(
+        str(path),
+        "unexpected_values",
+        f"{where}value(s) {shown} not valid for {_describe(spec)} (allowed: {sorted(allowed)}); "
+        f"{pixels} of {sum(values.values())} pixels; {hint}",
+    )
 
 
 def _single_plane(raw: np.ndarray, path: Path, problems: list[Problem]) -> np.ndarray | None:
@@ -207,30 +220,47 @@ def _single_plane(raw: np.ndarray, path: Path, problems: list[Problem]) -> np.nd
     if raw.ndim == 2:
         return raw
     same = all(np.array_equal(raw[..., 0], raw[..., k]) for k in range(1, raw.shape[2]))
-    problems.append(Problem(str(path), "rgb_mask",
-                            f"single-channel mask stored with {raw.shape[2]} channels "
-                            + ("(all equal: counted from the first); " if same else "(channels differ: not counted); ")
-                            + channels_hint(path, raw.shape[2])))
+    problems.append(
+        Problem(
+            str(path),
+            "rgb_mask",
+            f"single-channel mask stored with {raw.shape[2]} channels "
+            + ("(all equal: counted from the first); " if same else "(channels differ: not counted); ")
+            + channels_hint(path, raw.shape[2]),
+        )
+    )
     return np.ascontiguousarray(raw[..., 0]) if same else None
 
 
-def _planes(raws: list[np.ndarray], paths: Sequence[Path], spec: MaskSpec,
-            problems: list[Problem]) -> tuple[list[np.ndarray], list[Path]] | None:
+def _planes(
+    raws: list[np.ndarray], paths: Sequence[Path], spec: MaskSpec, problems: list[Problem]
+) -> tuple[list[np.ndarray], list[Path]] | None:
     """One 2-D plane per mask channel (binary/index: the mask itself), or None if it cannot be counted."""
     if spec.fmt == "multilabel" and len(raws) == 1 and spec.num_classes > 1:
         raw, path = raws[0], paths[0]
         if raw.ndim != 3 or raw.shape[2] < spec.num_classes:
             got = 1 if raw.ndim == 2 else raw.shape[2]
-            problems.append(Problem(str(path), "too_few_channels",
-                                    f"multilabel mask has {got} channel(s); data.classes lists {spec.num_classes}"))
+            problems.append(
+                Problem(
+                    str(path),
+                    "too_few_channels",
+                    f"multilabel mask has {got} channel(s); data.classes lists {spec.num_classes}",
+                )
+            )
             return None
-        return list(cv2.split(raw)[:spec.num_classes]), [path] * spec.num_classes
-    planes = [_single_plane(raw, path, problems) for raw, path in zip(raws, paths)]
+        return list(cv2.split(raw)[: spec.num_classes]), [path] * spec.num_classes
+    planes = [_single_plane(raw, path, problems) for raw, path in zip(raws, paths, strict=False)]
     if any(p is None for p in planes):
         return None
     if len({p.shape for p in planes}) > 1:
-        problems.append(Problem(str(paths[0]), "size_mismatch", "the channel masks of this image differ in size: "
-                                + ", ".join(f"{p.name} {q.shape[1]}x{q.shape[0]}" for p, q in zip(paths, planes))))
+        problems.append(
+            Problem(
+                str(paths[0]),
+                "size_mismatch",
+                "the channel masks of this image differ in size: "
+                + ", ".join(f"{p.name} {q.shape[1]}x{q.shape[0]}" for p, q in zip(paths, planes, strict=False)),
+            )
+        )
         return None
     return planes, list(paths)
 
@@ -253,7 +283,7 @@ def measure_mask(mask_paths: Sequence[Path], spec: MaskSpec) -> MaskMeasure:
     allowed = allowed_values(spec)
     per_plane = [value_counts(p, two_valued_first=spec.fmt != "index") for p in planes]
     one_file = len(set(paths)) < len(paths)  # a multi-channel multilabel file: name the channel
-    for name, values, path in zip(spec.classes, per_plane, paths):
+    for name, values, path in zip(spec.classes, per_plane, paths, strict=False):
         problem = _value_problem(values, allowed, spec, path, f"channel '{name}': " if one_file else "")
         if problem is not None:
             measure.problems.append(problem)
@@ -315,8 +345,14 @@ def _cv2_for_masks() -> Iterator[None]:
         cv2.utils.logging.setLogLevel(level)
 
 
-def map_chunks(fn: Callable[[list[T]], R], items: Sequence[T], workers: int = 1, desc: str = "masks",
-               progress: bool = True, chunk_size: int | None = None) -> Iterator[R]:
+def map_chunks(
+    fn: Callable[[list[T]], R],
+    items: Sequence[T],
+    workers: int = 1,
+    desc: str = "masks",
+    progress: bool = True,
+    chunk_size: int | None = None,
+) -> Iterator[R]:
     """Yield ``fn(chunk)`` for consecutive chunks of ``items``, in order.
 
     With ``workers > 1`` the chunks run in a process pool (``imap``): only the small
@@ -326,13 +362,15 @@ def map_chunks(fn: Callable[[list[T]], R], items: Sequence[T], workers: int = 1,
     workers = max(1, min(workers, len(items)))
     if chunk_size is None:
         chunk_size = max(1, min(32, len(items) // (4 * workers) or 1))
-    chunks = [list(items[i:i + chunk_size]) for i in range(0, len(items), chunk_size)]
+    chunks = [list(items[i : i + chunk_size]) for i in range(0, len(items), chunk_size)]
     # fork (Linux) starts workers in milliseconds; elsewhere spawn. The pool is made before the bar's thread.
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    with (context.Pool(workers, initializer=_quiet_cv2) if workers > 1 else nullcontext()) as pool, \
-            _cv2_for_masks(), \
-            tqdm(total=len(items), desc=desc, unit="mask", disable=not progress, leave=False, dynamic_ncols=True) as bar:
-        for chunk, result in zip(chunks, pool.imap(fn, chunks) if pool is not None else map(fn, chunks)):
+    with (
+        context.Pool(workers, initializer=_quiet_cv2) if workers > 1 else nullcontext() as pool,
+        _cv2_for_masks(),
+        tqdm(total=len(items), desc=desc, unit="mask", disable=not progress, leave=False, dynamic_ncols=True) as bar,
+    ):
+        for chunk, result in zip(chunks, pool.imap(fn, chunks) if pool is not None else map(fn, chunks), strict=False):
             yield result
             bar.update(len(chunk))
 
@@ -375,9 +413,11 @@ def positive_values_message(spec: MaskSpec, values, where: str) -> str | None:
         return None
     found = sorted(values)
     shown = ", ".join(str(v) for v in found[:10]) + (" ..." if len(found) > 10 else "")
-    return (f"data.positive_values: {', '.join(str(v) for v in absent)} "
-            f"{'occurs' if len(absent) == 1 else 'occur'} in no {where} (values found: {shown or 'none'}); "
-            "list the value(s) of the positive class that the masks hold (0/255 masks: [255], ISBI membrane: [0])")
+    return (
+        f"data.positive_values: {', '.join(str(v) for v in absent)} "
+        f"{'occurs' if len(absent) == 1 else 'occur'} in no {where} (values found: {shown or 'none'}); "
+        "list the value(s) of the positive class that the masks hold (0/255 masks: [255], ISBI membrane: [0])"
+    )
 
 
 def check_positive_values(counts: MaskCounts, spec: MaskSpec, root: Path) -> None:
@@ -407,22 +447,37 @@ def read_mask_stats(path: str | Path, classes: Sequence[str] | None = None) -> d
         channels = stats["channels"]
         names = [str(c["name"]) for c in channels]
         positive = np.array([int(c["positive_pixels"]) for c in channels], dtype=np.int64)
-        negative = {d: np.array([int(c["negative_pixels"][d]) for c in channels], dtype=np.int64)
-                    for d in NEGATIVE_DEFINITIONS}
-        result = {"classes": names, "positive": positive, "negative": negative,
-                  "valid_pixels": int(stats["pixels"]["valid"]), "all_zero_pixels": int(stats["pixels"]["all_zero"]),
-                  "images": int(stats["images"]), "split": str(stats["split"]),
-                  "mask_format": str(stats["format"]["mask_format"]), "sha256": hashlib.sha256(data).hexdigest()}
+        negative = {
+            d: np.array([int(c["negative_pixels"][d]) for c in channels], dtype=np.int64) for d in NEGATIVE_DEFINITIONS
+        }
+        result = {
+            "classes": names,
+            "positive": positive,
+            "negative": negative,
+            "valid_pixels": int(stats["pixels"]["valid"]),
+            "all_zero_pixels": int(stats["pixels"]["all_zero"]),
+            "images": int(stats["images"]),
+            "split": str(stats["split"]),
+            "mask_format": str(stats["format"]["mask_format"]),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
     except OSError as err:
-        raise ConfigError(f"{path}: cannot read the mask statistics file ({err.strerror or err}); "
-                          "run scripts/audit_masks.py to write it") from None
+        raise ConfigError(
+            f"{path}: cannot read the mask statistics file ({err.strerror or err}); "
+            "run scripts/audit_masks.py to write it"
+        ) from None
     except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise ConfigError(f"{path}: not a mask_stats.json written by scripts/audit_masks.py "
-                          f"({type(err).__name__}: {err})") from None
+        raise ConfigError(
+            f"{path}: not a mask_stats.json written by scripts/audit_masks.py ({type(err).__name__}: {err})"
+        ) from None
     if result["split"] == "val" or (result["split"] == "all" and "config" in (stats.get("source") or {})):
-        raise ConfigError(f"{path}: counts the {result['split']} split, validation masks included; weights come "
-                          "from the training split only: re-run scripts/audit_masks.py with --split train")
+        raise ConfigError(
+            f"{path}: counts the {result['split']} split, validation masks included; weights come "
+            "from the training split only: re-run scripts/audit_masks.py with --split train"
+        )
     if classes is not None and list(classes) != names:
-        raise ConfigError(f"{path}: its classes {names} differ from data.classes {list(classes)}; "
-                          "re-run scripts/audit_masks.py with this config")
+        raise ConfigError(
+            f"{path}: its classes {names} differ from data.classes {list(classes)}; "
+            "re-run scripts/audit_masks.py with this config"
+        )
     return result

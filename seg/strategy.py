@@ -15,8 +15,7 @@ import numpy as np
 import torch
 
 from seg.weightmaps import class_weight_map, median_frequency_weights
-from seg.weights import (batch_counts, global_pos_weight, negative_counts, per_batch_pos_weight,
-                         per_channel_pos_weight)
+from seg.weights import batch_counts, global_pos_weight, negative_counts, per_batch_pos_weight, per_channel_pos_weight
 
 MAP_STRATEGIES = ("class_map", "border_map")
 
@@ -45,7 +44,7 @@ class Weighting:
     previous: torch.Tensor | None = field(default=None, repr=False)
     all_reduce: bool = False
 
-    def to(self, device: torch.device) -> "Weighting":
+    def to(self, device: torch.device) -> Weighting:
         for name in ("dataset_pos_weight", "fixed", "class_weights", "previous"):
             value = getattr(self, name)
             if value is not None:
@@ -63,8 +62,9 @@ class Weighting:
             counts = batch_counts(target, valid)
             if self.all_reduce:
                 torch.distributed.all_reduce(counts)
-            weight = per_batch_pos_weight(counts, self.dataset_pos_weight, self.negatives, self.clamp,
-                                          self.previous, self.ema)
+            weight = per_batch_pos_weight(
+                counts, self.dataset_pos_weight, self.negatives, self.clamp, self.previous, self.ema
+            )
             self.previous = weight.detach()
             return weight
         weight = class_weight_map(target, valid, self.class_weights, self.class_mode)
@@ -90,16 +90,29 @@ def class_counts(counts: DatasetCounts, mask_format: str) -> tuple[np.ndarray, s
     return np.append(counts.positive, counts.all_zero), "multilabel"
 
 
-def build_weighting(kind: str, counts: DatasetCounts, mask_format: str, negatives: str,
-                    clamp: tuple[float, float], ema: float | None = None) -> Weighting:
+def build_weighting(
+    kind: str,
+    counts: DatasetCounts,
+    mask_format: str,
+    negatives: str,
+    clamp: tuple[float, float],
+    ema: float | None = None,
+) -> Weighting:
     """Dataset-level weights for ``kind`` (from training-split counts only)."""
     positive = torch.as_tensor(counts.positive, dtype=torch.float64)
-    negative = negative_counts(positive, torch.tensor(float(counts.valid), dtype=torch.float64),
-                               torch.tensor(float(counts.all_zero), dtype=torch.float64), negatives)
+    negative = negative_counts(
+        positive,
+        torch.tensor(float(counts.valid), dtype=torch.float64),
+        torch.tensor(float(counts.all_zero), dtype=torch.float64),
+        negatives,
+    )
     if kind in ("global", "per_channel", "per_batch") and (positive == 0).any():
         empty = [str(c) for c in np.flatnonzero(counts.positive == 0)]
-        warnings.warn(f"channel(s) {', '.join(empty)} have no positive pixels in the training split: "
-                      f"their pos_weight is clamped to {clamp[1]}", stacklevel=2)
+        warnings.warn(
+            f"channel(s) {', '.join(empty)} have no positive pixels in the training split: "
+            f"their pos_weight is clamped to {clamp[1]}",
+            stacklevel=2,
+        )
     dataset_pos_weight = per_channel_pos_weight(positive, negative, clamp)
     weighting = Weighting(kind=kind, negatives=negatives, clamp=clamp, dataset_pos_weight=dataset_pos_weight, ema=ema)
     if kind == "global":

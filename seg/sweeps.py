@@ -38,28 +38,42 @@ def sweep_files(experiment: Experiment, profile: str = "full") -> dict[str, dict
     for fixed, weightings in groups.items():
         label = ".".join(re.sub(r"[^A-Za-z0-9_]+", "_", o.removeprefix("loss.")) for o in fixed)
         parameters = {"loss.weighting": {"values": weightings}, "run.seed": {"values": list(experiment.seeds)}}
-        for text in (*experiment.common, *experiment.profiles[profile], *fixed,
-                     f"logging.wandb.group={experiment.name}", "logging.wandb.mode=online",
-                     "run.out_dir=runs/sweeps/${WANDB_RUN_ID}"):
+        for text in (
+            *experiment.common,
+            *experiment.profiles[profile],
+            *fixed,
+            f"logging.wandb.group={experiment.name}",
+            "logging.wandb.mode=online",
+            "run.out_dir=runs/sweeps/${WANDB_RUN_ID}",
+        ):
             key, _, value = text.partition("=")
             parsed = yaml.safe_load(value) if value.strip() else None
             parameters[key] = {"value": "null" if parsed is None else parsed}
         files[f"{experiment.name}{'.' + label if label else ''}.sweep.yaml"] = {
             "name": f"{experiment.name}-{profile}{'-' + label if label else ''}",
-            "program": "scripts/train.py", "method": "grid",
+            "program": "scripts/train.py",
+            "method": "grid",
             "metric": {"name": "val/dice", "goal": "maximize"},
             "parameters": parameters,
-            "command": ["${env}", "${interpreter}", "scripts/train.py", "--config", experiment.base,
-                        "${args_no_hyphens}"],
+            "command": [
+                "${env}",
+                "${interpreter}",
+                "scripts/train.py",
+                "--config",
+                experiment.base,
+                "${args_no_hyphens}",
+            ],
         }
     return files
 
 
 def sweep_text(experiment: Experiment, sweep: dict, profile: str = "full") -> str:
-    header = (f"# W&B sweep for {relative_to_repo(experiment.path)} (profile {profile}), written by\n"
-              f"#   python scripts/compare.py --experiment {relative_to_repo(experiment.path)} --write-sweeps\n"
-              "# Start it with `wandb sweep <this file>` and `wandb agent <sweep id>`; a test checks that\n"
-              "# every swept key is a config key and that this file matches the experiment.\n")
+    header = (
+        f"# W&B sweep for {relative_to_repo(experiment.path)} (profile {profile}), written by\n"
+        f"#   python scripts/compare.py --experiment {relative_to_repo(experiment.path)} --write-sweeps\n"
+        "# Start it with `wandb sweep <this file>` and `wandb agent <sweep id>`; a test checks that\n"
+        "# every swept key is a config key and that this file matches the experiment.\n"
+    )
     return header + yaml.safe_dump(sweep, sort_keys=False, width=120)
 
 

@@ -41,8 +41,16 @@ def truncate_metrics(path: Path, last_epoch: int) -> None:
 class Tracker:
     """A W&B run that never raises: every call is guarded, failures warn once."""
 
-    def __init__(self, run_dir: Path, mode: str, project: str, group: str | None, name: str,
-                 config: dict, tags: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        mode: str,
+        project: str,
+        group: str | None,
+        name: str,
+        config: dict,
+        tags: list[str] | None = None,
+    ) -> None:
         self.run = None
         self._warned = False
         if mode == "disabled":
@@ -55,8 +63,18 @@ class Tracker:
             run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
             id_file.write_text(run_id)
             os.environ.setdefault("WANDB_SILENT", "true")
-            self.run = wandb.init(dir=str(run_dir), mode=mode, project=project, group=group, name=name,
-                                  id=run_id, resume="allow", config=config, tags=tags, reinit="finish_previous")
+            self.run = wandb.init(
+                dir=str(run_dir),
+                mode=mode,
+                project=project,
+                group=group,
+                name=name,
+                id=run_id,
+                resume="allow",
+                config=config,
+                tags=tags,
+                reinit="finish_previous",
+            )
         except Exception as err:  # noqa: BLE001 - tracking must never kill training
             self._warn(err)
 
@@ -74,8 +92,15 @@ class Tracker:
         except Exception as err:  # noqa: BLE001
             self._warn(err)
 
-    def log_overlays(self, key: str, images: list[np.ndarray], truths: list[np.ndarray],
-                     preds: list[np.ndarray], class_names: list[str], step: int) -> None:
+    def log_overlays(
+        self,
+        key: str,
+        images: list[np.ndarray],
+        truths: list[np.ndarray],
+        preds: list[np.ndarray],
+        class_names: list[str],
+        step: int,
+    ) -> None:
         """Images uint8 [H,W,3] with one mask overlay key per channel, for prediction and truth.
 
         truths/preds: uint8 [H,W,C] in {0,1}; multi-label channels may overlap, so each
@@ -86,7 +111,7 @@ class Tracker:
         try:
             wandb = self._wandb
             logged = []
-            for image, truth, pred in zip(images, truths, preds):
+            for image, truth, pred in zip(images, truths, preds, strict=False):
                 masks = {}
                 for c, name in enumerate(class_names):
                     labels = {0: "background", 1: name}

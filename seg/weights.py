@@ -39,8 +39,11 @@ def check_channel_weight(weight: torch.Tensor, target: torch.Tensor) -> torch.Te
             raise ValueError(f"per-channel weight must have shape ({channels}, 1, 1), got {tuple(weight.shape)}")
         return weight
     if weight.dim() == 4:
-        ok = (weight.shape[0] in (1, target.shape[0]) and weight.shape[1] in (1, channels)
-              and tuple(weight.shape[2:]) == tuple(target.shape[2:]))
+        ok = (
+            weight.shape[0] in (1, target.shape[0])
+            and weight.shape[1] in (1, channels)
+            and tuple(weight.shape[2:]) == tuple(target.shape[2:])
+        )
         if not ok:
             raise ValueError(f"weight map of shape {tuple(weight.shape)} does not match target {tuple(target.shape)}")
         return weight
@@ -54,7 +57,9 @@ def ratio_weight(negatives: torch.Tensor, positives: torch.Tensor, clamp: tuple[
     return ratio.clamp(clamp[0], clamp[1]).float()
 
 
-def negative_counts(positive: torch.Tensor, valid: torch.Tensor, all_zero: torch.Tensor, negatives: str) -> torch.Tensor:
+def negative_counts(
+    positive: torch.Tensor, valid: torch.Tensor, all_zero: torch.Tensor, negatives: str
+) -> torch.Tensor:
     """Per channel negatives: ``pixels`` = valid - positive_c; ``all_zero`` = pixels where no channel is positive."""
     if negatives not in NEGATIVES:
         raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}")

@@ -55,7 +55,7 @@ def binary_dataset(root: Path, count: int = 4, size: int = 40, seed: int = 0) ->
         image = rng.integers(0, 255, size=(size, size, 3), dtype=np.uint8)
         mask = np.zeros((size, size), np.uint8)
         y, x = rng.integers(0, size - 10, size=2)
-        mask[y:y + 10, x:x + 10] = 255
+        mask[y : y + 10, x : x + 10] = 255
         write_png(root / "images" / f"img{i}.png", image)
         write_png(root / "masks" / f"img{i}.png", mask)
     return root
@@ -79,7 +79,7 @@ def assert_close_tree(got, expected, rel: float = 1e-5, abs_: float = 1e-7, wher
             assert_close_tree(got[key], expected[key], rel, abs_, f"{where}.{key}")
     elif isinstance(expected, (list, tuple)):
         assert isinstance(got, (list, tuple)) and len(got) == len(expected), f"{where}: {got} != {expected}"
-        for i, (a, b) in enumerate(zip(got, expected)):
+        for i, (a, b) in enumerate(zip(got, expected, strict=False)):
             assert_close_tree(a, b, rel, abs_, f"{where}[{i}]")
     elif isinstance(expected, float) and not isinstance(got, bool):
         assert got == pytest.approx(expected, rel=rel, abs=abs_), f"{where}: {got} != {expected}"

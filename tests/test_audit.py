@@ -10,8 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import REPO, binary_dataset, shared_data, write_config, write_png
+
 from seg import audit
 from seg.config import load_config
 from seg.data.folders import split_samples
@@ -67,8 +67,9 @@ def test_binary_counts_by_hand(tmp_path):
 
 
 def test_index_counts_by_hand_with_ignore_and_a_class_never_present(tmp_path):
-    masks = masks_folder(tmp_path, {"a": np.array([[0, 1, 2], [9, 9, 0]], np.uint8),
-                                    "b": np.array([[1, 1, 1], [1, 9, 1]], np.uint8)})
+    masks = masks_folder(
+        tmp_path, {"a": np.array([[0, 1, 2], [9, 9, 0]], np.uint8), "b": np.array([[1, 1, 1], [1, 9, 1]], np.uint8)}
+    )
     spec = MaskSpec("index", ("a", "b", "c", "d"), None, 9)
     stats = audit_stats(audit.plan_from_masks(masks, spec))
     # positives per class [2, 6, 1, 0]; 12 pixels, 3 ignored -> 9 valid; one-hot: no all-zero pixels.
@@ -116,8 +117,10 @@ def test_multilabel_overlap_both_negative_definitions(tmp_path, layout):
     # all_zero: negatives [7, 7]              -> pos_weight [7/3, 7/4];  global (7+7)/(3+4) = 2
     assert [c["positive_pixels"] for c in stats["channels"]] == [3, 4]
     assert stats["pixels"]["all_zero"] == 7 and stats["pixels"]["valid"] == 12
-    assert [c["negative_pixels"] for c in stats["channels"]] == [{"pixels": 9, "all_zero": 7},
-                                                                  {"pixels": 8, "all_zero": 7}]
+    assert [c["negative_pixels"] for c in stats["channels"]] == [
+        {"pixels": 9, "all_zero": 7},
+        {"pixels": 8, "all_zero": 7},
+    ]
     assert [c["pos_weight"]["pixels"] for c in stats["channels"]] == pytest.approx([3.0, 2.0])
     assert [c["pos_weight"]["all_zero"] for c in stats["channels"]] == pytest.approx([7 / 3, 7 / 4], rel=1e-5)
     assert stats["global_pos_weight"]["pixels"] == pytest.approx(17 / 7, rel=1e-5)
@@ -166,8 +169,9 @@ def problem_folder(root: Path) -> Path:
     """One file for every problem kind the audit must find."""
     ok = np.zeros((4, 4), np.uint8)
     ok[1:3, 1:3] = 255
-    masks = masks_folder(root, {"good": ok, "interp": np.where(ok > 0, 255, 0).astype(np.uint8),
-                                "badimage": ok, "big": ok})
+    masks = masks_folder(
+        root, {"good": ok, "interp": np.where(ok > 0, 255, 0).astype(np.uint8), "badimage": ok, "big": ok}
+    )
     interp = ok.copy()
     interp[0, 0] = 128  # a 0/255 mask resized with interpolation
     write_png(masks / "interp.png", interp)
@@ -186,10 +190,15 @@ def problem_folder(root: Path) -> Path:
 
 
 EXPECTED_PROBLEMS = {
-    ("masks/corrupt.png", "unreadable"), ("images/badimage.png", "unreadable"),
-    ("images/orphan_image.png", "image_without_mask"), ("masks/orphan_mask.png", "mask_without_image"),
-    ("images/big.png", "size_mismatch"), ("masks/interp.png", "unexpected_values"),
-    ("masks/rgb.png", "rgb_mask"), ("masks/dup.tif", "duplicate_stem"), ("masks", "never_positive"),
+    ("masks/corrupt.png", "unreadable"),
+    ("images/badimage.png", "unreadable"),
+    ("images/orphan_image.png", "image_without_mask"),
+    ("masks/orphan_mask.png", "mask_without_image"),
+    ("images/big.png", "size_mismatch"),
+    ("masks/interp.png", "unexpected_values"),
+    ("masks/rgb.png", "rgb_mask"),
+    ("masks/dup.tif", "duplicate_stem"),
+    ("masks", "never_positive"),
 }
 
 
@@ -239,8 +248,10 @@ def test_missing_channel_and_missing_instances(tmp_path):
     write_png(tmp_path / "masks" / "a" / "y.png", np.zeros((2, 2), np.uint8))
     plan = audit.plan_from_masks(tmp_path / "masks", MaskSpec("multilabel", ("a", "b")))
     assert [i.stem for i in plan.items] == ["x"]
-    assert {(Path(p.file).name, p.kind) for p in plan.problems} == {("y.png", "missing_channel"),
-                                                                      ("images", "missing_images")}
+    assert {(Path(p.file).name, p.kind) for p in plan.problems} == {
+        ("y.png", "missing_channel"),
+        ("images", "missing_images"),
+    }
     inst = tmp_path / "inst"
     masks_folder(inst, {"x": np.zeros((2, 2), np.uint8)})
     plan = audit.plan_from_masks(inst / "masks", MaskSpec("instance", ("n",), (255,)))
@@ -258,8 +269,11 @@ def test_one_and_two_workers_give_identical_results(tmp_path):
 
 def test_split_matches_training(tmp_path):
     root = binary_dataset(tmp_path / "data", count=10, size=16)
-    config = write_config(tmp_path / "c.yaml", f"data:\n  root: {root}\n  mask_format: binary\n"
-                          "  classes: [fg]\n  positive_values: [255]\n  val_fraction: 0.3\n  split_seed: 5\n")
+    config = write_config(
+        tmp_path / "c.yaml",
+        f"data:\n  root: {root}\n  mask_format: binary\n"
+        "  classes: [fg]\n  positive_values: [255]\n  val_fraction: 0.3\n  split_seed: 5\n",
+    )
     cfg = load_config(config)
     train, val, _ = split_samples(root, BINARY, 0.3, 5)
     for split, expected in (("train", train), ("val", val)):
@@ -319,14 +333,28 @@ def test_isbi_membrane_fraction_matches_numpy():
     assert stats["problems"] == [] and stats["mask_values"][0]["value"] == 0
 
 
-CAMVID_CLASSES = ["sky", "building", "pole", "road", "pavement", "tree", "signsymbol", "fence", "car",
-                  "pedestrian", "bicyclist"]
+CAMVID_CLASSES = [
+    "sky",
+    "building",
+    "pole",
+    "road",
+    "pavement",
+    "tree",
+    "signsymbol",
+    "fence",
+    "car",
+    "pedestrian",
+    "bicyclist",
+]
 
 
 def test_camvid_val_fractions_match_numpy(tmp_path):
     root = shared_data("camvid")
-    config = write_config(tmp_path / "camvid.yaml", f"data:\n  root: {root}\n  mask_format: index\n"
-                          f"  classes: [{', '.join(CAMVID_CLASSES)}]\n  ignore_index: 11\n  synthetic: false\n")
+    config = write_config(
+        tmp_path / "camvid.yaml",
+        f"data:\n  root: {root}\n  mask_format: index\n"
+        f"  classes: [{', '.join(CAMVID_CLASSES)}]\n  ignore_index: 11\n  synthetic: false\n",
+    )
     plan = audit.plan_from_config(load_config(config), str(config), split="val")
     assert len(plan.items) == 101 and plan.dataset == "camvid"
     stats = audit_stats(plan, workers=2)
@@ -344,28 +372,47 @@ def test_camvid_val_fractions_match_numpy(tmp_path):
 
 def run_script(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "audit_masks.py"), *args, "--no-progress"],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "audit_masks.py"), *args, "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
 
 
 def test_script_exit_0_with_problems_reported(tmp_path):
     masks = problem_folder(tmp_path / "data")
-    result = run_script("--masks", str(masks), "--format", "binary", "--positive-values", "255",
-                        "--out", str(tmp_path / "out"), "--workers", "2")
+    result = run_script(
+        "--masks",
+        str(masks),
+        "--format",
+        "binary",
+        "--positive-values",
+        "255",
+        "--out",
+        str(tmp_path / "out"),
+        "--workers",
+        "2",
+    )
     assert result.returncode == 0, result.stderr
     stats = json.loads((tmp_path / "out" / "mask_stats.json").read_text())
     assert len(stats["problems"]) == 8 and stats["format"]["positive_values"] == [255]
     assert "problem unexpected_values: 1" in result.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--masks", "{tmp}/empty/masks", "--format", "binary"], "no masks found"),
-    (["--masks", "{tmp}/nowhere", "--format", "binary"], "masks folder not found"),
-    (["--masks", "{tmp}/empty/masks"], "--masks needs --format"),
-    (["--masks", "{tmp}/empty/masks", "--format", "index"], "--classes is required"),
-    (["--config", "{tmp}/missing.yaml"], "missing.yaml: config file not found"),
-    (["--format", "binary"], "one of the arguments --config --masks is required"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--masks", "{tmp}/empty/masks", "--format", "binary"], "no masks found"),
+        (["--masks", "{tmp}/nowhere", "--format", "binary"], "masks folder not found"),
+        (["--masks", "{tmp}/empty/masks"], "--masks needs --format"),
+        (["--masks", "{tmp}/empty/masks", "--format", "index"], "--classes is required"),
+        (["--config", "{tmp}/missing.yaml"], "missing.yaml: config file not found"),
+        (["--format", "binary"], "one of the arguments --config --masks is required"),
+    ],
+)
 def test_script_exit_2_one_line(tmp_path, args, message):
     (tmp_path / "empty" / "masks").mkdir(parents=True)
     result = run_script(*[a.format(tmp=tmp_path) for a in args])

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, binary_dataset, load_script, write_config, write_png
 
 from seg import checkpoint
 from seg.cli import run_main
@@ -25,11 +26,16 @@ from seg.config import config_to_dict, load_config, replace, save_config
 from seg.data.build import prepare_data
 from seg.models import build_model
 
-from conftest import REPO, binary_dataset, load_script, write_config, write_png
-
 SCRIPTS = {name: load_script(name) for name in ("train", "evaluate", "compare", "audit_masks")}
-TINY = ["data.image_size=64", "train.batch_size=4", "train.max_steps_per_epoch=2", "data.max_val_images=2",
-        "model.encoder=resnet18", "logging.wandb.mode=disabled", "--no-progress"]
+TINY = [
+    "data.image_size=64",
+    "train.batch_size=4",
+    "train.max_steps_per_epoch=2",
+    "data.max_val_images=2",
+    "model.encoder=resnet18",
+    "logging.wandb.mode=disabled",
+    "--no-progress",
+]
 
 
 @dataclass
@@ -52,8 +58,10 @@ class Ctx:
         root = binary_dataset(self.tmp / "binary", count=4)
         for name, array in change.items():
             write_png(root / name.replace("__", "/").replace("_png", ".png"), array)
-        config = write_config(self.tmp / "binary.yaml", f"data: {{root: {root}, mask_format: binary, classes: [x], "
-                                                        "positive_values: [255], synthetic: false}\n")
+        config = write_config(
+            self.tmp / "binary.yaml",
+            f"data: {{root: {root}, mask_format: binary, classes: [x], positive_values: [255], synthetic: false}}\n",
+        )
         return ["--config", str(config), f"run.out_dir={self.out}", *TINY]
 
 
@@ -76,19 +84,42 @@ def _file(ctx: Ctx, name: str, content: bytes | str) -> Path:
 
 CASES = [
     # ---- the config file and overrides
-    Case("config-missing", "train", lambda c: ["--config", str(c.tmp / "nope.yaml")], "nope.yaml: config file not found"),
-    Case("config-binary-file", "train", lambda c: ["--config", str(_file(c, "b.yaml", b"\x89PNG\x00\xff\xfe"))],
-         "b.yaml: not a text file"),
-    Case("config-bad-yaml", "train", lambda c: ["--config", str(_file(c, "y.yaml", "train: [1,"))],
-         "y.yaml: not valid YAML"),
-    Case("config-not-a-mapping", "train", lambda c: ["--config", str(_file(c, "m.yaml", "- 1\n- 2\n"))],
-         "expected a mapping of sections"),
-    Case("config-unknown-key", "train", lambda c: ["--config", str(_file(c, "u.yaml", "train:\n  epoch: 3\n"))],
-         "key 'train.epoch': unknown key"),
+    Case(
+        "config-missing", "train", lambda c: ["--config", str(c.tmp / "nope.yaml")], "nope.yaml: config file not found"
+    ),
+    Case(
+        "config-binary-file",
+        "train",
+        lambda c: ["--config", str(_file(c, "b.yaml", b"\x89PNG\x00\xff\xfe"))],
+        "b.yaml: not a text file",
+    ),
+    Case(
+        "config-bad-yaml",
+        "train",
+        lambda c: ["--config", str(_file(c, "y.yaml", "train: [1,"))],
+        "y.yaml: not valid YAML",
+    ),
+    Case(
+        "config-not-a-mapping",
+        "train",
+        lambda c: ["--config", str(_file(c, "m.yaml", "- 1\n- 2\n"))],
+        "expected a mapping of sections",
+    ),
+    Case(
+        "config-unknown-key",
+        "train",
+        lambda c: ["--config", str(_file(c, "u.yaml", "train:\n  epoch: 3\n"))],
+        "key 'train.epoch': unknown key",
+    ),
     Case("override-unknown-key", "train", lambda c: c.train("train.nope=1"), "unknown key 'train.nope'"),
     Case("override-without-value", "train", lambda c: c.train("--set", "train.epochs"), "expected key=value"),
     Case("wrong-type", "train", lambda c: c.train("train.epochs=many"), "key 'train.epochs'"),
-    Case("epochs-zero", "train", lambda c: c.train("train.epochs=0"), "train.epochs': Input should be greater than or equal to 1"),
+    Case(
+        "epochs-zero",
+        "train",
+        lambda c: c.train("train.epochs=0"),
+        "train.epochs': Input should be greater than or equal to 1",
+    ),
     Case("epochs-negative", "train", lambda c: c.train("train.epochs=-1"), "train.epochs"),
     Case("batch-size-zero", "train", lambda c: c.train("train.batch_size=0"), "train.batch_size"),
     Case("batch-size-negative", "train", lambda c: c.train("train.batch_size=-4"), "train.batch_size"),
@@ -112,78 +143,203 @@ CASES = [
     Case("run-name-with-slash", "train", lambda c: c.train("run.name=a/b"), "must be a plain name"),
     Case("threshold-unknown", "train", lambda c: c.train("metrics.threshold=best"), "metrics.threshold"),
     Case("weighting-unknown", "train", lambda c: c.train("loss.weighting=focal"), "loss.weighting"),
-    Case("all-zero-negatives-on-binary", "train", lambda c: c.binary() + ["loss.negatives=all_zero"],
-         "all_zero applies to multilabel masks only"),
-    Case("border-from-components-of-multilabel", "train",
-         lambda c: c.train("loss.weighting=border_map", "loss.border.instances_from=positive"), "needs a binary mask"),
+    Case(
+        "all-zero-negatives-on-binary",
+        "train",
+        lambda c: c.binary() + ["loss.negatives=all_zero"],
+        "all_zero applies to multilabel masks only",
+    ),
+    Case(
+        "border-from-components-of-multilabel",
+        "train",
+        lambda c: c.train("loss.weighting=border_map", "loss.border.instances_from=positive"),
+        "needs a binary mask",
+    ),
     Case("pretrained-weights-offline", "train", lambda c: c.train("model.encoder_weights=imagenet"), "offline"),
     Case("batch-larger-than-epoch", "train", lambda c: c.train("data.samples_per_epoch=2"), "larger than the 2"),
-    Case("out-dir-under-a-file", "train", lambda c: c.train(f"run.out_dir={_file(c, 'f.txt', 'x')}/runs"),
-         "cannot create"),
-    Case("audit-out-under-a-file", "audit_masks", lambda c: ["--config", "configs/synthetic.yaml", "--set",
-                                                             f"data.root={c.synthetic}", "--out",
-                                                             f"{_file(c, 'f.txt', 'x')}/audit", "--no-progress"],
-         "f.txt is a file"),
-    Case("compare-out-under-a-file", "compare", lambda c: ["--experiment", "experiments/weighting_synthetic.yaml",
-                                                          "--out", f"{_file(c, 'f.txt', 'x')}/results"],
-         "f.txt is a file"),
+    Case(
+        "out-dir-under-a-file",
+        "train",
+        lambda c: c.train(f"run.out_dir={_file(c, 'f.txt', 'x')}/runs"),
+        "cannot create",
+    ),
+    Case(
+        "audit-out-under-a-file",
+        "audit_masks",
+        lambda c: [
+            "--config",
+            "configs/synthetic.yaml",
+            "--set",
+            f"data.root={c.synthetic}",
+            "--out",
+            f"{_file(c, 'f.txt', 'x')}/audit",
+            "--no-progress",
+        ],
+        "f.txt is a file",
+    ),
+    Case(
+        "compare-out-under-a-file",
+        "compare",
+        lambda c: [
+            "--experiment",
+            "experiments/weighting_synthetic.yaml",
+            "--out",
+            f"{_file(c, 'f.txt', 'x')}/results",
+        ],
+        "f.txt is a file",
+    ),
     Case("torchrun-several-processes", "train", lambda c: c.train(), "DDP", env={"WORLD_SIZE": "2"}),
     Case("unknown-flag", "train", lambda c: c.train("--epochs", "3"), "unrecognized arguments: --epochs"),
     Case("no-config-flag", "train", lambda c: [], "the following arguments are required: --config"),
     # ---- data
-    Case("data-root-missing", "train", lambda c: c.binary() + [f"data.root={c.tmp / 'nowhere'}"],
-         "data folder not found"),
-    Case("image-without-mask", "train", lambda c: c.binary(images__extra_png=np.zeros((40, 40, 3), np.uint8)),
-         "extra.png: image has no mask"),
-    Case("mask-without-image", "train", lambda c: c.binary(masks__orphan_png=np.zeros((40, 40), np.uint8)),
-         "orphan.png: mask has no image"),
-    Case("mask-size-differs", "train", lambda c: c.binary(masks__img1_png=np.zeros((30, 40), np.uint8)),
-         "img1.png: size 40x30 differs from its image"),
-    Case("mask-interpolated-values", "train", lambda c: c.binary(masks__img1_png=np.full((40, 40), 128, np.uint8)),
-         "value(s) 128 not valid for a binary mask"),
-    Case("mask-rgb-for-binary", "train", lambda c: c.binary(masks__img1_png=np.zeros((40, 40, 3), np.uint8)),
-         "a binary mask stored as RGB"),
-    Case("mask-truncated", "train", lambda c: _truncate(c.binary(), c.tmp / "binary" / "masks" / "img1.png"),
-         "img1.png: cannot read"),
+    Case(
+        "data-root-missing", "train", lambda c: c.binary() + [f"data.root={c.tmp / 'nowhere'}"], "data folder not found"
+    ),
+    Case(
+        "image-without-mask",
+        "train",
+        lambda c: c.binary(images__extra_png=np.zeros((40, 40, 3), np.uint8)),
+        "extra.png: image has no mask",
+    ),
+    Case(
+        "mask-without-image",
+        "train",
+        lambda c: c.binary(masks__orphan_png=np.zeros((40, 40), np.uint8)),
+        "orphan.png: mask has no image",
+    ),
+    Case(
+        "mask-size-differs",
+        "train",
+        lambda c: c.binary(masks__img1_png=np.zeros((30, 40), np.uint8)),
+        "img1.png: size 40x30 differs from its image",
+    ),
+    Case(
+        "mask-interpolated-values",
+        "train",
+        lambda c: c.binary(masks__img1_png=np.full((40, 40), 128, np.uint8)),
+        "value(s) 128 not valid for a binary mask",
+    ),
+    Case(
+        "mask-rgb-for-binary",
+        "train",
+        lambda c: c.binary(masks__img1_png=np.zeros((40, 40, 3), np.uint8)),
+        "a binary mask stored as RGB",
+    ),
+    Case(
+        "mask-truncated",
+        "train",
+        lambda c: _truncate(c.binary(), c.tmp / "binary" / "masks" / "img1.png"),
+        "img1.png: cannot read",
+    ),
     Case("index-class-out-of-range", "train", lambda c: _index_data(c), "value(s) 14 not valid for an index mask"),
-    Case("positive-value-in-no-mask", "train", lambda c: c.binary() + ["data.positive_values=[7]"],
-         "data.positive_values: 7 occurs in no training mask"),
-    Case("synthetic-root-mistyped", "train", lambda c: c.train(f"data.root={c.tmp / 'sythetic'}"),
-         "not found; data.synthetic generates only into data/synthetic or an existing empty folder"),
-    Case("synthetic-root-holds-other-files", "train", lambda c: c.train(f"data.root={_file(c, 'notes.txt', 'x').parent}"),
-         "holds files but no complete synthetic set"),
+    Case(
+        "positive-value-in-no-mask",
+        "train",
+        lambda c: c.binary() + ["data.positive_values=[7]"],
+        "data.positive_values: 7 occurs in no training mask",
+    ),
+    Case(
+        "synthetic-root-mistyped",
+        "train",
+        lambda c: c.train(f"data.root={c.tmp / 'sythetic'}"),
+        "not found; data.synthetic generates only into data/synthetic or an existing empty folder",
+    ),
+    Case(
+        "synthetic-root-holds-other-files",
+        "train",
+        lambda c: c.train(f"data.root={_file(c, 'notes.txt', 'x').parent}"),
+        "holds files but no complete synthetic set",
+    ),
     Case("mask-grey-alpha-for-binary", "train", lambda c: _pil_mask(c, "LA"), "a grey+alpha PNG"),
     Case("mask-palette-colours-for-binary", "train", lambda c: _pil_mask(c, "P"), "a palette PNG with colours"),
     # ---- training that diverges
-    Case("lr-diverges", "train", lambda c: c.train("train.lr=1e6", "train.epochs=3"), "training diverged", code=3,
-         left="failed-run"),
+    Case(
+        "lr-diverges",
+        "train",
+        lambda c: c.train("train.lr=1e6", "train.epochs=3"),
+        "training diverged",
+        code=3,
+        left="failed-run",
+    ),
     # ---- evaluate.py
     Case("evaluate-run-missing", "evaluate", lambda c: ["--run", str(c.tmp / "nope")], "run directory not found"),
-    Case("evaluate-no-test-split", "evaluate", lambda c: ["--run", str(c.run), "--split", "test", "--wandb", "disabled"],
-         "no labelled test split", left="run-unchanged"),
-    Case("evaluate-overlays-negative", "evaluate", lambda c: ["--run", str(c.run), "--overlays", "-3"],
-         "--overlays: must be at least 0", left="run-unchanged"),
-    Case("evaluate-split-unknown", "evaluate", lambda c: ["--run", str(c.run), "--split", "train"],
-         "--split: invalid choice", left="run-unchanged"),
-    Case("evaluate-pickle-payload", "evaluate", lambda c: _payload(c), "refused without running it",
-         left="run-unchanged"),
-    Case("evaluate-truncated-checkpoint", "evaluate",
-         lambda c: _rewrite_best(c, lambda b: b.write_bytes(b.read_bytes()[:1000])), "not a readable checkpoint",
-         left="run-unchanged"),
-    Case("evaluate-foreign-architecture", "evaluate",
-         lambda c: _rewrite_best(c, lambda b: checkpoint.save_atomic(
-             {"model": build_model("Unet", "resnet34", None, 3).state_dict()}, b)),
-         "does not fit the model", left="run-unchanged"),
+    Case(
+        "evaluate-no-test-split",
+        "evaluate",
+        lambda c: ["--run", str(c.run), "--split", "test", "--wandb", "disabled"],
+        "no labelled test split",
+        left="run-unchanged",
+    ),
+    Case(
+        "evaluate-overlays-negative",
+        "evaluate",
+        lambda c: ["--run", str(c.run), "--overlays", "-3"],
+        "--overlays: must be at least 0",
+        left="run-unchanged",
+    ),
+    Case(
+        "evaluate-split-unknown",
+        "evaluate",
+        lambda c: ["--run", str(c.run), "--split", "train"],
+        "--split: invalid choice",
+        left="run-unchanged",
+    ),
+    Case(
+        "evaluate-pickle-payload", "evaluate", lambda c: _payload(c), "refused without running it", left="run-unchanged"
+    ),
+    Case(
+        "evaluate-truncated-checkpoint",
+        "evaluate",
+        lambda c: _rewrite_best(c, lambda b: b.write_bytes(b.read_bytes()[:1000])),
+        "not a readable checkpoint",
+        left="run-unchanged",
+    ),
+    Case(
+        "evaluate-foreign-architecture",
+        "evaluate",
+        lambda c: _rewrite_best(
+            c, lambda b: checkpoint.save_atomic({"model": build_model("Unet", "resnet34", None, 3).state_dict()}, b)
+        ),
+        "does not fit the model",
+        left="run-unchanged",
+    ),
     # ---- compare.py and audit_masks.py
-    Case("compare-experiment-missing", "compare", lambda c: ["--experiment", str(c.tmp / "nope.yaml")],
-         "experiment file not found"),
-    Case("compare-jobs-zero", "compare", lambda c: ["--experiment", "experiments/weighting_camvid.yaml", "--jobs", "0"],
-         "--jobs: must be at least 1"),
-    Case("compare-strategy-sets-train-keys", "compare", lambda c: ["--experiment", str(_file(c, "e.yaml", (
-        "base: configs/synthetic.yaml\nstrategies:\n  none: {train.epochs: 9}\nseeds: [0]\n"
-        "profiles: {quick: {}}\n")))], "strategies may set loss.* keys only"),
-    Case("audit-workers-zero", "audit_masks", lambda c: ["--config", "configs/synthetic.yaml", "--workers", "0"],
-         "--workers: must be at least 1"),
+    Case(
+        "compare-experiment-missing",
+        "compare",
+        lambda c: ["--experiment", str(c.tmp / "nope.yaml")],
+        "experiment file not found",
+    ),
+    Case(
+        "compare-jobs-zero",
+        "compare",
+        lambda c: ["--experiment", "experiments/weighting_camvid.yaml", "--jobs", "0"],
+        "--jobs: must be at least 1",
+    ),
+    Case(
+        "compare-strategy-sets-train-keys",
+        "compare",
+        lambda c: [
+            "--experiment",
+            str(
+                _file(
+                    c,
+                    "e.yaml",
+                    (
+                        "base: configs/synthetic.yaml\nstrategies:\n  none: {train.epochs: 9}\nseeds: [0]\n"
+                        "profiles: {quick: {}}\n"
+                    ),
+                )
+            ),
+        ],
+        "strategies may set loss.* keys only",
+    ),
+    Case(
+        "audit-workers-zero",
+        "audit_masks",
+        lambda c: ["--config", "configs/synthetic.yaml", "--workers", "0"],
+        "--workers: must be at least 1",
+    ),
     Case("audit-masks-without-format", "audit_masks", lambda c: ["--masks", str(c.tmp)], "--masks needs --format"),
     Case("audit-no-source", "audit_masks", lambda c: [], "one of the arguments --config --masks is required"),
 ]
@@ -211,8 +367,11 @@ def _index_data(ctx: Ctx) -> list[str]:
     for stem, value in (("a", 0), ("b", 14)):
         write_png(root / "images" / f"{stem}.png", np.zeros((8, 8, 3), np.uint8))
         write_png(root / "masks" / f"{stem}.png", np.full((8, 8), value, np.uint8))
-    config = write_config(ctx.tmp / "index.yaml", f"data: {{root: {root}, mask_format: index, classes: [a, b, c, d, e, "
-                                                  "f, g, h, i, j, k], ignore_index: 11, synthetic: false}\n")
+    config = write_config(
+        ctx.tmp / "index.yaml",
+        f"data: {{root: {root}, mask_format: index, classes: [a, b, c, d, e, "
+        "f, g, h, i, j, k], ignore_index: 11, synthetic: false}\n",
+    )
     return ["--config", str(config), f"run.out_dir={ctx.out}", *TINY]
 
 
@@ -239,19 +398,26 @@ def _rewrite_best(ctx: Ctx, write: Callable[[Path], None]) -> list[str]:
     return ["--run", str(ctx.run), "--wandb", "disabled", "--no-progress"]
 
 
-
 def make_run(root: Path, parent: Path) -> Path:
     """A run directory as training leaves it, with an untrained model (no training needed)."""
-    cfg = load_config(REPO / "configs" / "synthetic.yaml", [f"run.out_dir={parent}", f"data.root={root}",
-                                                             "model.encoder=resnet18", "train.device=cpu"])
+    cfg = load_config(
+        REPO / "configs" / "synthetic.yaml",
+        [f"run.out_dir={parent}", f"data.root={root}", "model.encoder=resnet18", "train.device=cpu"],
+    )
     cfg = replace(cfg, data={"val_stems": prepare_data(cfg, progress=False).val_stems})
     run = parent / cfg.run.name
     (run / "checkpoints").mkdir(parents=True)
     save_config(cfg, run / "config.yaml")
     torch.manual_seed(0)
-    checkpoint.save_atomic({"model": build_model("Unet", "resnet18", None, 3).state_dict(),
-                            "config": config_to_dict(cfg), "epoch": 1, "effective_pos_weight": [1.0] * 3},
-                           run / "checkpoints" / "best.pt")
+    checkpoint.save_atomic(
+        {
+            "model": build_model("Unet", "resnet18", None, 3).state_dict(),
+            "config": config_to_dict(cfg),
+            "epoch": 1,
+            "effective_pos_weight": [1.0] * 3,
+        },
+        run / "checkpoints" / "best.pt",
+    )
     return run
 
 
@@ -264,8 +430,11 @@ def test_bad_input(case: Case, tmp_path, synthetic_root, capsys, monkeypatch):
     for key, value in case.env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(REPO)
-    ctx = Ctx(tmp_path, synthetic_root, make_run(synthetic_root, tmp_path / "made") if case.script == "evaluate"
-              else tmp_path / "no-run")
+    ctx = Ctx(
+        tmp_path,
+        synthetic_root,
+        make_run(synthetic_root, tmp_path / "made") if case.script == "evaluate" else tmp_path / "no-run",
+    )
     argv = case.argv(ctx)
     before = _listing(ctx.run) if ctx.run.exists() else None
     code = run_main(SCRIPTS[case.script].main, argv)

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import load_script
 
 from seg import compare, sweeps
 from seg.aggregate import aggregate, find, paired_difference, t_interval
 from seg.cli import run_main
 from seg.compare_report import aggregate_directory, log_results_table, readme_blocks, replace_readme_block
 from seg.config import REPO_ROOT, expand_path, load_config
-
-from conftest import load_script
 
 T_975 = {1: 12.706205, 2: 4.302653}  # Student t quantiles t_{0.975, df} from a printed table
 EXPERIMENTS = sorted(p for p in (REPO_ROOT / "experiments").glob("*.yaml") if not p.name.endswith(".sweep.yaml"))
@@ -34,18 +33,34 @@ def test_t_interval_matches_the_formula_by_hand():
 
 def _summary(dice: float, speck: float | None, ece: float, q: list[float], seconds: float) -> dict:
     """A summary.json as fit() writes it, reduced to the keys the aggregation reads."""
-    block = {"dice": dice, "iou": dice / (2 - dice),
-             "per_channel": {"cell": {"dice": 0.9, "iou": 0.8}, "speck": {"dice": speck, "iou": None}}}
-    return {"val": {**block, "threshold": "0.5", "by_threshold": {"0.5": block, "tuned": {**block, "dice": dice + 0.1}},
-                    "ece": {"raw": {"cell": ece, "speck": ece}, "raw_mean": ece}},
-            "effective_pos_weight": q, "wall_time_per_epoch_s": seconds}
+    block = {
+        "dice": dice,
+        "iou": dice / (2 - dice),
+        "per_channel": {"cell": {"dice": 0.9, "iou": 0.8}, "speck": {"dice": speck, "iou": None}},
+    }
+    return {
+        "val": {
+            **block,
+            "threshold": "0.5",
+            "by_threshold": {"0.5": block, "tuned": {**block, "dice": dice + 0.1}},
+            "ece": {"raw": {"cell": ece, "speck": ece}, "raw_mean": ece},
+        },
+        "effective_pos_weight": q,
+        "wall_time_per_epoch_s": seconds,
+    }
 
 
 RUNS = {
-    "none": {0: _summary(0.50, 0.10, 0.20, [1.0, 1.0], 10.0), 1: _summary(0.60, 0.20, 0.30, [1.0, 1.0], 12.0),
-             2: _summary(0.55, None, 0.25, [1.0, 1.0], 14.0)},
-    "global": {0: _summary(0.58, 0.30, 0.10, [2.0, 400.0], 11.0), 1: _summary(0.66, 0.40, 0.10, [2.2, 410.0], 13.0),
-               2: _summary(0.64, 0.50, 0.10, [2.4, 420.0], 15.0)},
+    "none": {
+        0: _summary(0.50, 0.10, 0.20, [1.0, 1.0], 10.0),
+        1: _summary(0.60, 0.20, 0.30, [1.0, 1.0], 12.0),
+        2: _summary(0.55, None, 0.25, [1.0, 1.0], 14.0),
+    },
+    "global": {
+        0: _summary(0.58, 0.30, 0.10, [2.0, 400.0], 11.0),
+        1: _summary(0.66, 0.40, 0.10, [2.2, 410.0], 13.0),
+        2: _summary(0.64, 0.50, 0.10, [2.4, 420.0], 15.0),
+    },
 }
 
 
@@ -57,8 +72,10 @@ def test_aggregate_means_intervals_and_paired_differences_by_hand():
     assert row["n"] == 3 and row["mean"] == pytest.approx(0.626667, abs=1e-6)
     assert row["sd"] == pytest.approx(0.041633, abs=1e-6)
     half = T_975[2] * 0.041633 / math.sqrt(3)  # 0.103422
-    assert (row["ci_low"], row["ci_high"]) == (pytest.approx(0.626667 - half, abs=1e-5),
-                                               pytest.approx(0.626667 + half, abs=1e-5))
+    assert (row["ci_low"], row["ci_high"]) == (
+        pytest.approx(0.626667 - half, abs=1e-5),
+        pytest.approx(0.626667 + half, abs=1e-5),
+    )
     # paired by seed: differences 0.08, 0.06, 0.09 -> mean 0.076667, sd 0.015275, half 0.037946
     assert row["diff_n"] == 3 and row["diff_mean"] == pytest.approx(0.076667, abs=1e-6)
     assert row["diff_ci_high"] - row["diff_mean"] == pytest.approx(T_975[2] * 0.015275 / math.sqrt(3), abs=1e-5)
@@ -128,9 +145,14 @@ def test_tiny_grid_resumes_skips_finished_runs_and_reaggregates(tmp_path, monkey
     assert trained == ["tiny-ci-per_channel-s0", "tiny-ci-per_channel-s1"]  # finished runs were not retrained
     assert {n: (runs_dir / n / "checkpoints" / "last.pt").stat().st_mtime_ns for n in finished} == finished
     config = yaml.safe_load((runs_dir / "tiny-ci-per_channel-s1" / "config.yaml").read_text())
-    assert (config["run"]["seed"], config["loss"]["negatives"], config["logging"]["wandb"]["group"]) == (1, "all_zero", "tiny")
-    assert sorted(p.name for p in (results_dir / "runs").iterdir()) == [f"{n}.json" for n in (
-        "tiny-ci-none-s0", "tiny-ci-none-s1", "tiny-ci-per_channel-s0", "tiny-ci-per_channel-s1")]
+    assert (config["run"]["seed"], config["loss"]["negatives"], config["logging"]["wandb"]["group"]) == (
+        1,
+        "all_zero",
+        "tiny",
+    )
+    assert sorted(p.name for p in (results_dir / "runs").iterdir()) == [
+        f"{n}.json" for n in ("tiny-ci-none-s0", "tiny-ci-none-s1", "tiny-ci-per_channel-s0", "tiny-ci-per_channel-s1")
+    ]
 
     aggregate_directory(results_dir)
     markdown = (results_dir / "results.md").read_text()
@@ -162,8 +184,13 @@ def test_tiny_grid_resumes_skips_finished_runs_and_reaggregates(tmp_path, monkey
 
     shutil.rmtree(runs_dir)  # the aggregation needs only the copied summaries and the manifest
     (results_dir / "results.md").unlink()
-    assert run_main(load_script("compare").main, ["--experiment", str(experiment_file), "--profile", "ci",
-                                              "--out", str(results_root), "--aggregate-only"]) == 0
+    assert (
+        run_main(
+            load_script("compare").main,
+            ["--experiment", str(experiment_file), "--profile", "ci", "--out", str(results_root), "--aggregate-only"],
+        )
+        == 0
+    )
     assert (results_dir / "results.md").read_text() == markdown
 
     # a fresh checkout has the committed results but no runs/: nothing is retrained
@@ -200,22 +227,33 @@ def test_results_table_goes_to_wandb_unless_disabled(tmp_path, monkeypatch):
     import seg.tracking
 
     monkeypatch.setattr(seg.tracking, "Tracker", FakeTracker)
-    manifest = {"experiment": "x", "profile": "quick", "strategies": {}, "seeds": [0], "budget": {},
-                "wandb": {"mode": "disabled", "project": "seg", "group": "x", "out_dir": "/nonexistent"}}
+    manifest = {
+        "experiment": "x",
+        "profile": "quick",
+        "strategies": {},
+        "seeds": [0],
+        "budget": {},
+        "wandb": {"mode": "disabled", "project": "seg", "group": "x", "out_dir": "/nonexistent"},
+    }
     log_results_table(manifest, [])
     assert logged == []
     rows = aggregate(RUNS, ["cell", "speck"])
     manifest["wandb"].update(mode="offline", out_dir=str(tmp_path))
     log_results_table(manifest, rows)
-    assert logged == [("offline", "x", "x-quick-results"), ("comparison/results", ["strategy", "quantity"], len(rows)),
-                      "finished"]
+    assert logged == [
+        ("offline", "x", "x-quick-results"),
+        ("comparison/results", ["strategy", "quantity"], len(rows)),
+        "finished",
+    ]
 
 
 # ------------------------------------------------------------------ the committed experiment and sweep files
 
 
-GRIDS = {"weighting_isbi2012": {"none", "global", "per_batch", "border_map"},
-         "weighting_camvid": {"none", "global", "per_channel", "per_batch", "class_map"}}
+GRIDS = {
+    "weighting_isbi2012": {"none", "global", "per_batch", "border_map"},
+    "weighting_camvid": {"none", "global", "per_channel", "per_batch", "class_map"},
+}
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
@@ -228,7 +266,10 @@ def test_experiment_files_validate_for_every_profile(path):
         runs = compare.plan_runs(experiment, profile)
         configs = compare.resolve_configs(experiment, runs)
         assert all(c.loss.normalize for c in configs)
-        assert len({(c.data.split_seed, c.train.epochs, c.data.image_size, c.data.samples_per_epoch) for c in configs}) == 1
+        assert (
+            len({(c.data.split_seed, c.train.epochs, c.data.image_size, c.data.samples_per_epoch) for c in configs})
+            == 1
+        )
 
 
 def _grid_points(sweep: dict):
@@ -269,7 +310,8 @@ def test_readme_result_blocks_equal_the_committed_results():
         results = REPO_ROOT / "experiments" / "results" / name / "results.md"
         assert results.is_file(), f"README block results:{name} has no {results}"
         assert body.strip() == results.read_text().strip(), (
-            f"README block results:{name} differs from {results}: run scripts/compare.py ... --update-readme")
+            f"README block results:{name} differs from {results}: run scripts/compare.py ... --update-readme"
+        )
 
 
 def test_readme_block_replacement_round_trips():
@@ -300,8 +342,16 @@ def test_committed_results_rebuild_byte_for_byte(committed, tmp_path, monkeypatc
     out = tmp_path / "results"
     shutil.copytree(committed, out / committed.name)
     monkeypatch.setattr(compare_report, "log_results_table", lambda *args: None)  # no W&B run here
-    argv = ["--experiment", str(REPO_ROOT / manifest["experiment_file"]), "--profile", manifest["profile"],
-            "--out", str(out), "--aggregate-only", "--no-progress"]
+    argv = [
+        "--experiment",
+        str(REPO_ROOT / manifest["experiment_file"]),
+        "--profile",
+        manifest["profile"],
+        "--out",
+        str(out),
+        "--aggregate-only",
+        "--no-progress",
+    ]
     assert run_main(load_script("compare").main, argv) == 0, capsys.readouterr().err
     for name in ("results.md", "results.csv"):
         assert (out / committed.name / name).read_bytes() == (committed / name).read_bytes(), name

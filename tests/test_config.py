@@ -1,12 +1,18 @@
 """Config: defaults in base.yaml, overrides, refusal of unknown keys and wrong types."""
 
-
 import pytest
-
-from seg.config import (BASE_CONFIG, ConfigError, config_diff, expand_path, load_config,
-                        parse_override, read_yaml, replace)
-
 from conftest import REPO, write_config
+
+from seg.config import (
+    BASE_CONFIG,
+    ConfigError,
+    config_diff,
+    expand_path,
+    load_config,
+    parse_override,
+    read_yaml,
+    replace,
+)
 
 
 def test_base_config_validates_and_every_key_is_documented():
@@ -28,8 +34,17 @@ def test_shipped_configs_validate(name):
 
 
 def test_set_overrides_parse_yaml_values(tmp_path):
-    cfg = load_config(BASE_CONFIG, ["train.epochs=2", "loss.clamp=[0.01, 50]", "loss.weighting=per_channel",
-                                    "metrics.threshold=0.5", "train.lr=3e-4", "model.encoder_weights=null"])
+    cfg = load_config(
+        BASE_CONFIG,
+        [
+            "train.epochs=2",
+            "loss.clamp=[0.01, 50]",
+            "loss.weighting=per_channel",
+            "metrics.threshold=0.5",
+            "train.lr=3e-4",
+            "model.encoder_weights=null",
+        ],
+    )
     assert cfg.train.epochs == 2 and cfg.loss.clamp == (0.01, 50.0)
     assert cfg.loss.weighting == "per_channel" and cfg.metrics.threshold == "0.5"
     assert cfg.train.lr == pytest.approx(3e-4) and cfg.model.encoder_weights is None
@@ -85,4 +100,3 @@ def test_env_var_paths(monkeypatch, tmp_path):
     monkeypatch.delenv("SEG_SHARED_DATA")
     assert expand_path("${SEG_SHARED_DATA}/camvid") == REPO.parent / "shared" / "data" / "camvid"
     assert expand_path("runs") == REPO / "runs"
-

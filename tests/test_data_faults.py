@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO, binary_dataset, load_script, write_config, write_png
 from PIL import Image
 
-from conftest import REPO, binary_dataset, load_script, write_config, write_png
 from seg import audit
 from seg.cli import run_main
 from seg.config import BASE_CONFIG, expand_path, load_config, read_yaml
@@ -23,8 +23,11 @@ from seg.stats import MaskCounts, count_masks, measure_mask
 
 
 def binary_config(tmp_path: Path, root: Path, positive: str, name: str = "c.yaml") -> Path:
-    return write_config(tmp_path / name, f"data:\n  root: {root}\n  mask_format: binary\n  classes: [fg]\n"
-                                         f"  positive_values: {positive}\n  synthetic: false\n")
+    return write_config(
+        tmp_path / name,
+        f"data:\n  root: {root}\n  mask_format: binary\n  classes: [fg]\n"
+        f"  positive_values: {positive}\n  synthetic: false\n",
+    )
 
 
 # ------------------------------------------------------------------ 1. positive_values that no mask holds
@@ -34,8 +37,9 @@ def test_positive_value_in_no_training_mask_is_refused(tmp_path):
     root = binary_dataset(tmp_path / "d", count=4, size=16)  # 0/255 masks
     with pytest.raises(DataError) as err:
         prepare_data(load_config(binary_config(tmp_path, root, "[7]")), progress=False)
-    assert str(err.value).startswith(f"data.positive_values: 7 occurs in no training mask of {root} "
-                                     "(values found: 0, 255); ")
+    assert str(err.value).startswith(
+        f"data.positive_values: 7 occurs in no training mask of {root} (values found: 0, 255); "
+    )
     assert "[255]" in str(err.value)  # says what to do
     # Only the absent value is named; one that some mask holds is fine.
     with pytest.raises(DataError, match=r"data\.positive_values: 7 occurs in no training mask .*values found: 0, 255"):
@@ -77,20 +81,32 @@ def test_audit_of_a_config_lists_the_absent_positive_value(tmp_path):
     stats = audit.build_stats(audit.tally_masks(plan.items, plan.settings, 1, progress=False), plan)
     problem = next(p for p in stats["problems"] if p["kind"] == "positive_value_absent")
     assert problem["file"] == str(root)
-    assert problem["detail"].startswith(f"data.positive_values: 7 occurs in no train mask of {root} "
-                                        "(values found: 0, 255)")
+    assert problem["detail"].startswith(
+        f"data.positive_values: 7 occurs in no train mask of {root} (values found: 0, 255)"
+    )
     # --masks without a config assumes both 1 and 255: no such problem there.
-    kinds = {p["kind"] for p in audit.build_stats(
-        audit.tally_masks(plan.items, plan.settings, 1, progress=False),
-        audit.plan_from_masks(root / "masks", MaskSpec("binary", ("fg",), (1, 255))))["problems"]}
+    kinds = {
+        p["kind"]
+        for p in audit.build_stats(
+            audit.tally_masks(plan.items, plan.settings, 1, progress=False),
+            audit.plan_from_masks(root / "masks", MaskSpec("binary", ("fg",), (1, 255))),
+        )["problems"]
+    }
     assert "positive_value_absent" not in kinds
 
 
 def test_train_script_exit_2_one_line_for_an_absent_positive_value(tmp_path, capsys):
     root = binary_dataset(tmp_path / "d", count=4, size=16)
-    code = run_main(load_script("train").main, ["--config", str(binary_config(tmp_path, root, "[7]")),
-                                           f"run.out_dir={tmp_path / 'runs'}", "logging.wandb.mode=disabled",
-                                           "--no-progress"])
+    code = run_main(
+        load_script("train").main,
+        [
+            "--config",
+            str(binary_config(tmp_path, root, "[7]")),
+            f"run.out_dir={tmp_path / 'runs'}",
+            "logging.wandb.mode=disabled",
+            "--no-progress",
+        ],
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2, err
     assert err.splitlines() == [err] and err.startswith("error: data.positive_values: 7 occurs in no training mask")
@@ -115,8 +131,10 @@ def test_missing_non_default_path_is_refused_and_nothing_is_written(tmp_path, sm
     typo = tmp_path / "synthtic"
     with pytest.raises(DataError) as err:
         synthetic.ensure_synthetic(typo)
-    assert str(err.value) == (f"data.root {typo}: not found; data.synthetic generates only into data/synthetic "
-                              "or an existing empty folder: create it (mkdir) or fix the path")
+    assert str(err.value) == (
+        f"data.root {typo}: not found; data.synthetic generates only into data/synthetic "
+        "or an existing empty folder: create it (mkdir) or fix the path"
+    )
     assert list(tmp_path.iterdir()) == []  # neither the folder nor its .tmp sibling
 
 
@@ -144,8 +162,11 @@ def test_complete_set_is_used_as_it_is(tmp_path, small_generate):
 def test_folder_with_files_but_no_marker_is_refused_and_left_alone(tmp_path, small_generate):
     root = binary_dataset(tmp_path / "mydata", count=2, size=12)
     files = sorted(root.rglob("*"))
-    with pytest.raises(DataError, match=rf"^data\.root {root}: holds files but no complete synthetic set "
-                                        r"\(no \.complete file\); .*data\.synthetic: false"):
+    with pytest.raises(
+        DataError,
+        match=rf"^data\.root {root}: holds files but no complete synthetic set "
+        r"\(no \.complete file\); .*data\.synthetic: false",
+    ):
         synthetic.ensure_synthetic(root)
     assert sorted(root.rglob("*")) == files
     (tmp_path / "file").write_text("x")
@@ -162,13 +183,23 @@ def test_generated_folder_works_with_synthetic_true_and_false(tmp_path):
 
 def test_train_script_exit_2_one_line_for_a_mistyped_synthetic_root(tmp_path, capsys, small_generate):
     typo = tmp_path / "synthtic"
-    code = run_main(load_script("train").main, ["--config", str(REPO / "configs" / "synthetic.yaml"),
-                                           f"data.root={typo}", f"run.out_dir={tmp_path / 'runs'}",
-                                           "logging.wandb.mode=disabled", "--no-progress"])
+    code = run_main(
+        load_script("train").main,
+        [
+            "--config",
+            str(REPO / "configs" / "synthetic.yaml"),
+            f"data.root={typo}",
+            f"run.out_dir={tmp_path / 'runs'}",
+            "logging.wandb.mode=disabled",
+            "--no-progress",
+        ],
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2, err
-    assert err == (f"error: data.root {typo}: not found; data.synthetic generates only into data/synthetic or an "
-                   "existing empty folder: create it (mkdir) or fix the path")
+    assert err == (
+        f"error: data.root {typo}: not found; data.synthetic generates only into data/synthetic or an "
+        "existing empty folder: create it (mkdir) or fix the path"
+    )
     assert not typo.exists() and not (tmp_path / "runs").exists()
 
 
@@ -209,8 +240,11 @@ def test_la_png_as_a_two_class_multilabel_mask_and_stats_agree(tmp_path):
 
 def test_la_png_binary_mask_is_refused_naming_file_and_hint(tmp_path):
     path = la_png(tmp_path / "m.png")
-    with pytest.raises(DataError, match=r"m\.png: mask has 2 channels but a single-channel mask is expected "
-                                        r"\(a grey\+alpha PNG: save it as grayscale without alpha\)"):
+    with pytest.raises(
+        DataError,
+        match=r"m\.png: mask has 2 channels but a single-channel mask is expected "
+        r"\(a grey\+alpha PNG: save it as grayscale without alpha\)",
+    ):
         load_mask((path,), MaskSpec("binary", ("fg",), (255,)))
     with pytest.raises(DataError, match=r"m\.png: multilabel mask has 2 channel\(s\); data\.classes lists 3"):
         load_mask((path,), MaskSpec("multilabel", ("a", "b", "c")))
@@ -261,8 +295,11 @@ def test_palette_of_greys_decodes_as_the_greys_for_binary_masks(tmp_path):
 
 def test_palette_with_colours_is_refused_for_binary_and_read_as_rgb_for_multilabel(tmp_path):
     path = palette_png(tmp_path / "m.png", np.array([[0, 1], [1, 0]], np.uint8), [0, 0, 0, 255, 0, 0])
-    with pytest.raises(DataError, match=r"m\.png: mask has 3 channels .*a palette PNG with colours.*"
-                                        r"data\.mask_format: index"):
+    with pytest.raises(
+        DataError,
+        match=r"m\.png: mask has 3 channels .*a palette PNG with colours.*"
+        r"data\.mask_format: index",
+    ):
         load_mask((path,), MaskSpec("binary", ("fg",), (255,)))
     target, _ = load_mask((path,), MaskSpec("multilabel", ("r", "g")))  # R channel = index 1's red
     np.testing.assert_array_equal(target[..., 0], [[0, 1], [1, 0]])

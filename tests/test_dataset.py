@@ -2,13 +2,12 @@
 
 import numpy as np
 import torch
+from conftest import write_png
 
 from seg.data.dataset import SegmentationDataset, pad_collate
 from seg.data.folders import find_samples
 from seg.data.masks import MaskSpec
 from seg.data.transforms import eval_transform, train_transform
-
-from conftest import write_png
 
 
 def aligned_dataset(root, size=50):
@@ -32,8 +31,14 @@ def test_train_augmentation_moves_image_mask_and_weight_map_together(tmp_path):
     samples = aligned_dataset(tmp_path)
     spec = MaskSpec("binary", ("x",), positive_values=(255,))
     # the weight map is 1 + 2*mask, so it must stay equal to 1 + 2*target after augmentation
-    dataset = SegmentationDataset(samples, spec, train_transform(32), length=12, seed=3,
-                                  sample_map=lambda s, target, valid: 1.0 + 2.0 * target[..., 0])
+    dataset = SegmentationDataset(
+        samples,
+        spec,
+        train_transform(32),
+        length=12,
+        seed=3,
+        sample_map=lambda s, target, valid: 1.0 + 2.0 * target[..., 0],
+    )
     for index in range(12):
         item = dataset[index]
         assert item["image"].shape == (3, 32, 32) and item["target"].shape == (1, 32, 32)
@@ -64,10 +69,18 @@ def test_eval_pads_to_multiple_of_32_and_marks_padding_ignored(tmp_path):
 
 
 def test_pad_collate_pads_smaller_items_as_ignored():
-    small = {"image": torch.ones(3, 2, 2), "target": torch.ones(1, 2, 2), "valid": torch.ones(1, 2, 2, dtype=torch.bool),
-             "index": 0}
-    large = {"image": torch.ones(3, 3, 4), "target": torch.ones(1, 3, 4), "valid": torch.ones(1, 3, 4, dtype=torch.bool),
-             "index": 1}
+    small = {
+        "image": torch.ones(3, 2, 2),
+        "target": torch.ones(1, 2, 2),
+        "valid": torch.ones(1, 2, 2, dtype=torch.bool),
+        "index": 0,
+    }
+    large = {
+        "image": torch.ones(3, 3, 4),
+        "target": torch.ones(1, 3, 4),
+        "valid": torch.ones(1, 3, 4, dtype=torch.bool),
+        "index": 1,
+    }
     batch = pad_collate([small, large])
     assert batch["image"].shape == (2, 3, 3, 4)
     assert batch["valid"][0].sum() == 4 and batch["valid"][1].sum() == 12

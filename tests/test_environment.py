@@ -8,16 +8,15 @@ scripts/check_lock.py under `make test`, not here (the suite also runs with othe
 import re
 import subprocess
 import sys
-import tomllib
 from importlib import metadata
 
 import pytest
+import tomllib
 import yaml
+from conftest import REPO
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
-
-from conftest import REPO
 
 LOCK = REPO / "requirements.lock"
 CHECK_LOCK = REPO / "scripts" / "check_lock.py"
@@ -25,8 +24,7 @@ CHECK_LOCK = REPO / "scripts" / "check_lock.py"
 
 def _lock_lines(path):
     """Requirement lines of a pip requirements file, comments and blank lines dropped."""
-    return [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()
-            if line.split("#", 1)[0].strip()]
+    return [line.split("#", 1)[0].strip() for line in path.read_text().splitlines() if line.split("#", 1)[0].strip()]
 
 
 def _pins(path):
@@ -48,8 +46,9 @@ def test_lock_pins_every_package_exactly_and_not_the_project():
     lines = _lock_lines(LOCK)
     assert lines, "requirements.lock is empty"
     for line in lines:
-        assert re.fullmatch(r"[a-z0-9][a-z0-9-]*==[0-9][0-9A-Za-z.+!]*", line), \
+        assert re.fullmatch(r"[a-z0-9][a-z0-9-]*==[0-9][0-9A-Za-z.+!]*", line), (
             f"requirements.lock: not a plain exact pin: {line!r}"
+        )
     names = [canonicalize_name(line.split("==")[0]) for line in lines]
     assert len(names) == len(set(names)), "a package is pinned twice"
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["name"]
@@ -63,8 +62,9 @@ def test_lock_pins_pyproject_dependencies_within_their_ranges():
     for req in _wanted():
         name = canonicalize_name(req.name)
         assert name in pins, f"{req.name} (pyproject.toml) is not in requirements.lock: run make lock"
-        assert req.specifier.contains(Version(pins[name]), prereleases=True), \
+        assert req.specifier.contains(Version(pins[name]), prereleases=True), (
             f"{req.name}=={pins[name]} in requirements.lock is outside pyproject.toml's {req.specifier}: run make lock"
+        )
 
 
 def test_lock_constraints_hold_in_the_lock():
@@ -93,20 +93,20 @@ def test_environment_yml_installs_from_the_lock():
 def _check(tmp_path, lock_text, *args):
     lock = tmp_path / "requirements.lock"
     lock.write_text(lock_text)
-    return subprocess.run([sys.executable, str(CHECK_LOCK), "--lock", str(lock), *args],
-                          capture_output=True, text=True)
+    return subprocess.run([sys.executable, str(CHECK_LOCK), "--lock", str(lock), *args], capture_output=True, text=True)
 
 
 def test_check_lock_passes_when_versions_match(tmp_path):
-    result = _check(tmp_path, f"# header\nPyYAML=={metadata.version('pyyaml')}\n    # via seg\n"
-                              f"pytest=={metadata.version('pytest')}\n")
+    result = _check(
+        tmp_path,
+        f"# header\nPyYAML=={metadata.version('pyyaml')}\n    # via seg\npytest=={metadata.version('pytest')}\n",
+    )
     assert result.returncode == 0, result.stderr
     assert "2 packages match" in result.stdout
 
 
 def test_check_lock_names_each_mismatch_and_the_fix(tmp_path):
-    result = _check(tmp_path, f"pytest=={metadata.version('pytest')}\npytest-nope-not-installed==1.0\n"
-                              "pyyaml==0.0.1\n")
+    result = _check(tmp_path, f"pytest=={metadata.version('pytest')}\npytest-nope-not-installed==1.0\npyyaml==0.0.1\n")
     assert result.returncode == 1
     lines = result.stderr.splitlines()
     assert f"check_lock: pyyaml: installed {metadata.version('pyyaml')}, locked 0.0.1" in lines

@@ -6,6 +6,8 @@ import json
 
 import pytest
 import torch
+from conftest import REPO, assert_close_tree, load_script
+from wandb_records import history_rows
 
 from seg import checkpoint
 from seg.cli import run_main
@@ -17,9 +19,6 @@ from seg.evaluate_run import split_dataset
 from seg.evaluation import Evaluator, log_q
 from seg.models import build_model
 
-from conftest import REPO, assert_close_tree, load_script
-from wandb_records import history_rows
-
 evaluate_script = load_script("evaluate")
 
 EFFECTIVE = [1.5, 4.0, 20.0]
@@ -30,17 +29,28 @@ def run_dir(tmp_path_factory):
     """A run directory as training leaves it: config.yaml with the val split, checkpoints/best.pt."""
     root = generate(tmp_path_factory.mktemp("data") / "synthetic", count=8, size=40)
     out = tmp_path_factory.mktemp("runs")
-    cfg = load_config(REPO / "configs" / "synthetic.yaml",
-                      [f"run.out_dir={out}", f"data.root={root}", "model.encoder=resnet18", "train.device=cpu",
-                       "train.batch_size=2", "metrics.threshold=tuned", "logging.wandb.mode=offline"])
+    cfg = load_config(
+        REPO / "configs" / "synthetic.yaml",
+        [
+            f"run.out_dir={out}",
+            f"data.root={root}",
+            "model.encoder=resnet18",
+            "train.device=cpu",
+            "train.batch_size=2",
+            "metrics.threshold=tuned",
+            "logging.wandb.mode=offline",
+        ],
+    )
     cfg = replace(cfg, data={"val_stems": prepare_data(cfg, progress=False).val_stems})
     run = out / cfg.run.name
     run.mkdir()
     save_config(cfg, run / "config.yaml")
     torch.manual_seed(0)
     model = build_model("Unet", "resnet18", None, 3)
-    checkpoint.save_atomic({"model": model.state_dict(), "config": config_to_dict(cfg), "epoch": 3,
-                            "effective_pos_weight": EFFECTIVE}, run / "checkpoints" / "best.pt")
+    checkpoint.save_atomic(
+        {"model": model.state_dict(), "config": config_to_dict(cfg), "epoch": 3, "effective_pos_weight": EFFECTIVE},
+        run / "checkpoints" / "best.pt",
+    )
     return run
 
 

@@ -28,8 +28,8 @@ def random_data(seed, n=9, c=3, h=16, w=16):
 def evaluate(logits, target, valid, batch_size=4, threshold="0.5", **kwargs):
     evaluator = Evaluator(logits.shape[1], "cpu", **kwargs)
     for i in range(0, logits.shape[0], batch_size):
-        evaluator.update(logits[i:i + batch_size], target[i:i + batch_size], valid[i:i + batch_size])
-    return evaluator.compute(NAMES[:logits.shape[1]], threshold)
+        evaluator.update(logits[i : i + batch_size], target[i : i + batch_size], valid[i : i + batch_size])
+    return evaluator.compute(NAMES[: logits.shape[1]], threshold)
 
 
 def without_ece(block):
@@ -46,8 +46,9 @@ def test_val_block_keys_and_json():
     assert val["by_threshold"]["tuned"]["note"] == TUNED_NOTE
     assert val["by_threshold"]["0.5"]["thresholds"] == {"a": 0.5, "b": 0.5, "c": 0.5}
     # prior_corrected: probability threshold sigmoid(log q) = q / (1 + q)
-    assert val["by_threshold"]["prior_corrected"]["thresholds"]["b"] == pytest.approx(math.e ** 2 / (1 + math.e ** 2),
-                                                                                     abs=1e-6)
+    assert val["by_threshold"]["prior_corrected"]["thresholds"]["b"] == pytest.approx(
+        math.e**2 / (1 + math.e**2), abs=1e-6
+    )
     assert set(val["ece"]) == {"bins", "raw", "prior_corrected", "raw_mean", "prior_corrected_mean"}
     assert val["ece"]["bins"] == 15 and val["num_images"] == 9 and val["empty_policy"] == "nan"
     assert json.loads(json.dumps(val)) == val
@@ -89,8 +90,9 @@ def test_prior_correction_undoes_an_exact_shift():
     plain = evaluate(logits, target, valid)
     shifted = evaluate(logits + log_q, target, valid, log_q=log_q)
     corrected, reference = shifted["by_threshold"]["prior_corrected"], plain["by_threshold"]["0.5"]
-    assert {k: v for k, v in corrected.items() if k != "thresholds"} == \
-        {k: v for k, v in reference.items() if k != "thresholds"}
+    assert {k: v for k, v in corrected.items() if k != "thresholds"} == {
+        k: v for k, v in reference.items() if k != "thresholds"
+    }
     assert shifted["by_threshold"]["0.5"]["dice"] != plain["by_threshold"]["0.5"]["dice"]
     assert shifted["ece"]["prior_corrected"] == pytest.approx(plain["ece"]["raw"], abs=1e-6)
 
@@ -129,8 +131,15 @@ def test_tuned_finds_the_known_best_threshold():
     assert val["per_channel"]["b"]["dice"] == pytest.approx(100 / 105, abs=1e-12)
     # brute force over the grid with direct counting agrees, and tuned is never below 0.5
     grid, boundaries = probability_grid(), logit_boundaries(probability_grid())
-    best = [max(range(99), key=lambda k: float(dice_score(
-        confusion_counts(logits, target, valid, float(boundaries[k]))[:, c:c + 1], "macro"))) for c in range(2)]
+    best = [
+        max(
+            range(99),
+            key=lambda k: float(
+                dice_score(confusion_counts(logits, target, valid, float(boundaries[k]))[:, c : c + 1], "macro")
+            ),
+        )
+        for c in range(2)
+    ]
     assert [round(float(grid[k]), 2) for k in best] == [0.31, 0.66]
     for name in ("a", "b"):
         assert val["per_channel"][name]["dice"] >= val["by_threshold"]["0.5"]["per_channel"][name]["dice"]

@@ -2,11 +2,10 @@
 
 import numpy as np
 import pytest
+from conftest import binary_dataset, write_png
 
 from seg.data.folders import find_samples, split_samples
 from seg.data.masks import DataError, MaskSpec
-
-from conftest import binary_dataset, write_png
 
 SPEC = MaskSpec("binary", ("x",), positive_values=(255,))
 

@@ -33,20 +33,30 @@ def batch():
 @pytest.mark.parametrize("kind", ["scalar", "channel", "map"])
 def test_pos_weight_matches_formula(batch, kind, normalize):
     x, y, valid = batch
-    q = {"scalar": torch.tensor(3.0), "channel": torch.tensor([2.0, 5.0, 0.5]).view(3, 1, 1),
-         "map": torch.rand(2, 1, 5, 4, generator=torch.Generator().manual_seed(1)) * 4}[kind]
+    q = {
+        "scalar": torch.tensor(3.0),
+        "channel": torch.tensor([2.0, 5.0, 0.5]).view(3, 1, 1),
+        "map": torch.rand(2, 1, 5, 4, generator=torch.Generator().manual_seed(1)) * 4,
+    }[kind]
     loss, _ = weighted_bce(x, y, valid, q, "pos_weight", normalize)
-    assert loss.item() == pytest.approx(reference(x, y, q=q.double(), valid=valid, normalize=normalize).item(), rel=1e-5)
+    assert loss.item() == pytest.approx(
+        reference(x, y, q=q.double(), valid=valid, normalize=normalize).item(), rel=1e-5
+    )
 
 
 @pytest.mark.parametrize("normalize", [False, True])
 @pytest.mark.parametrize("kind", ["scalar", "channel", "map"])
 def test_weight_matches_formula(batch, kind, normalize):
     x, y, valid = batch
-    w = {"scalar": torch.tensor(3.0), "channel": torch.tensor([2.0, 5.0, 0.5]).view(3, 1, 1),
-         "map": torch.rand(2, 1, 5, 4, generator=torch.Generator().manual_seed(2)) * 4}[kind]
+    w = {
+        "scalar": torch.tensor(3.0),
+        "channel": torch.tensor([2.0, 5.0, 0.5]).view(3, 1, 1),
+        "map": torch.rand(2, 1, 5, 4, generator=torch.Generator().manual_seed(2)) * 4,
+    }[kind]
     loss, _ = weighted_bce(x, y, valid, w, "weight", normalize)
-    assert loss.item() == pytest.approx(reference(x, y, w=w.double(), valid=valid, normalize=normalize).item(), rel=1e-5)
+    assert loss.item() == pytest.approx(
+        reference(x, y, w=w.double(), valid=valid, normalize=normalize).item(), rel=1e-5
+    )
 
 
 def test_soft_labels(batch):

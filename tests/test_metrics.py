@@ -168,10 +168,14 @@ def test_score_block_and_to_float():
 def test_empty_image_fp_rate_by_hand():
     # channel 0: truth empty in images 0, 1, 2; something predicted (fp > 0) in image 1 only -> 1/3
     # channel 1: truth present in every image -> no empty image -> NaN (null)
-    counts = torch.tensor([[[0, 0, 0, 9], [1, 0, 0, 8]],
-                           [[0, 2, 0, 7], [1, 1, 0, 7]],
-                           [[0, 0, 0, 9], [2, 0, 1, 6]],
-                           [[3, 1, 0, 5], [1, 0, 0, 8]]])
+    counts = torch.tensor(
+        [
+            [[0, 0, 0, 9], [1, 0, 0, 8]],
+            [[0, 2, 0, 7], [1, 1, 0, 7]],
+            [[0, 0, 0, 9], [2, 0, 1, 6]],
+            [[3, 1, 0, 5], [1, 0, 0, 8]],
+        ]
+    )
     rate = empty_image_fp_rate(counts)
     assert close(rate[0], 1 / 3) and math.isnan(rate[1])
 
@@ -237,16 +241,18 @@ def torchmetrics_scores(prob, labels, zero_division):
         stats = tmf.binary_stat_scores(p, t, multidim_average="samplewise", ignore_index=-1)[:, None]
         f1 = tmf.binary_f1_score(p, t, ignore_index=-1, zero_division=zero_division)[None]
         iou = tmf.binary_jaccard_index(p, t, ignore_index=-1, zero_division=zero_division)[None]
-        per_image = tmf.binary_f1_score(p, t, multidim_average="samplewise", ignore_index=-1,
-                                        zero_division=zero_division)[:, None]
+        per_image = tmf.binary_f1_score(
+            p, t, multidim_average="samplewise", ignore_index=-1, zero_division=zero_division
+        )[:, None]
         return stats, f1, iou, f1[0], per_image
     args = dict(num_labels=c, ignore_index=-1)
     stats = tmf.multilabel_stat_scores(prob, labels, average=None, multidim_average="samplewise", **args)
     f1 = tmf.multilabel_f1_score(prob, labels, average=None, zero_division=zero_division, **args)
     iou = tmf.multilabel_jaccard_index(prob, labels, average=None, zero_division=zero_division, **args)
     micro = tmf.multilabel_f1_score(prob, labels, average="micro", **args)
-    per_image = tmf.multilabel_f1_score(prob, labels, average=None, multidim_average="samplewise",
-                                        zero_division=zero_division, **args)
+    per_image = tmf.multilabel_f1_score(
+        prob, labels, average=None, multidim_average="samplewise", zero_division=zero_division, **args
+    )
     return stats, f1, iou, micro, per_image
 
 
@@ -266,8 +272,9 @@ def test_counts_and_scores_agree_with_torchmetrics(channels, ignore):
         assert iou_score(counts, "none", empty).numpy() == pytest.approx(iou.double().numpy(), abs=1e-6)
         assert float(dice_score(counts, "micro", empty)) == pytest.approx(float(micro), abs=1e-6)
         # per_image: mean over images per channel, then over channels (equal counts: the plain mean)
-        assert float(dice_score(counts, "per_image", empty)) == pytest.approx(float(per_image.double().mean()),
-                                                                            abs=1e-6)
+        assert float(dice_score(counts, "per_image", empty)) == pytest.approx(
+            float(per_image.double().mean()), abs=1e-6
+        )
 
 
 @pytest.mark.parametrize("empty", list(FILL))
@@ -289,8 +296,10 @@ def test_accumulating_over_batches_equals_one_pass(batch_size):
     # Invariance: counts add up over batches, so every reduction is independent of the batch size.
     logits, target, valid = random_case(7, n=10, c=2)
     whole = confusion_counts(logits, target, valid)
-    parts = [confusion_counts(logits[i:i + batch_size], target[i:i + batch_size], valid[i:i + batch_size])
-             for i in range(0, 10, batch_size)]
+    parts = [
+        confusion_counts(logits[i : i + batch_size], target[i : i + batch_size], valid[i : i + batch_size])
+        for i in range(0, 10, batch_size)
+    ]
     running = torch.zeros(2, 4, dtype=torch.long)
     for part in parts:
         running += part.sum(dim=0)

@@ -3,12 +3,18 @@
 import json
 
 import pytest
-
 from conftest import REPO, shared_data
 from test_train import train
 
-TINY = ["train.epochs=1", "train.max_steps_per_epoch=1", "train.batch_size=2", "data.image_size=64",
-        "data.max_val_images=1", "logging.wandb.mode=disabled", "--no-progress"]
+TINY = [
+    "train.epochs=1",
+    "train.max_steps_per_epoch=1",
+    "train.batch_size=2",
+    "data.image_size=64",
+    "data.max_val_images=1",
+    "logging.wandb.mode=disabled",
+    "--no-progress",
+]
 
 
 @pytest.mark.parametrize("name, dataset, channels", [("isbi2012", "isbi2012_membrane", 1), ("camvid", "camvid", 11)])
@@ -21,8 +27,17 @@ def test_real_dataset_trains_one_step(tmp_path, name, dataset, channels):
 
 def test_isbi_border_map_from_cells(tmp_path):
     shared_data("isbi2012_membrane")
-    assert train("--config", str(REPO / "configs" / "isbi2012.yaml"), f"run.out_dir={tmp_path}",
-                 "loss.weighting=border_map", "loss.apply_as=weight", *TINY) == 0
+    assert (
+        train(
+            "--config",
+            str(REPO / "configs" / "isbi2012.yaml"),
+            f"run.out_dir={tmp_path}",
+            "loss.weighting=border_map",
+            "loss.apply_as=weight",
+            *TINY,
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "isbi2012" / "summary.json").read_text())
     # w_c for the membrane (22% of pixels) is above 1 and the border term adds up to w0 = 10 on top
     assert summary["weight_map_stats"]["membrane"]["max"] > 10.0

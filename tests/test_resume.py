@@ -13,24 +13,31 @@ import os
 
 import pytest
 import torch
+from conftest import REPO, load_script
 
 from seg import checkpoint
 from seg.cli import run_main
 from seg.files import write_json_atomic
 
-from conftest import REPO, load_script
-
 train_script = load_script("train")
 evaluate_script = load_script("evaluate")
 
-TINY = ["data.image_size=64", "train.batch_size=4", "train.max_steps_per_epoch=2", "data.max_val_images=2",
-        "model.encoder=resnet18", "logging.wandb.mode=disabled", "--no-progress"]
-
+TINY = [
+    "data.image_size=64",
+    "train.batch_size=4",
+    "train.max_steps_per_epoch=2",
+    "data.max_val_images=2",
+    "model.encoder=resnet18",
+    "logging.wandb.mode=disabled",
+    "--no-progress",
+]
 
 
 def train(out, root, *args):
-    return run_main(train_script.main, ["--config", str(REPO / "configs" / "synthetic.yaml"), f"run.out_dir={out}",
-                                        f"data.root={root}", *TINY, *args])
+    return run_main(
+        train_script.main,
+        ["--config", str(REPO / "configs" / "synthetic.yaml"), f"run.out_dir={out}", f"data.root={root}", *TINY, *args],
+    )
 
 
 def interrupt_after_epoch(monkeypatch, epoch: int) -> None:
@@ -65,8 +72,10 @@ def test_interrupted_run_resumes_to_the_same_numbers(tmp_path, synthetic_root, m
     assert train(tmp_path / "b", synthetic_root, "train.epochs=3") == 0
     assert "resuming synthetic from epoch 2" in capsys.readouterr().out
     assert not (run / "FAILED").exists()
-    assert rows(run) == [{**r, "time/epoch_s": r2["time/epoch_s"]} for r, r2 in
-                         zip(rows(tmp_path / "a" / "synthetic"), rows(run))]  # same computation: exact
+    assert rows(run) == [
+        {**r, "time/epoch_s": r2["time/epoch_s"]}
+        for r, r2 in zip(rows(tmp_path / "a" / "synthetic"), rows(run), strict=False)
+    ]  # same computation: exact
     summary = json.loads((run / "summary.json").read_text())
     assert summary["epochs_completed"] == 3 and summary["lr_schedule"] == [{"epochs": [0, 3], "lr_start": 0.001}]
 
@@ -78,8 +87,9 @@ def test_killed_before_summary_finishes_on_rerun(tmp_path, synthetic_root, capsy
     (run / "summary.json").unlink()  # as if killed between the final last.pt and summary.json
     assert train(tmp_path, synthetic_root, "train.epochs=1") == 0
     got = json.loads((run / "summary.json").read_text())
-    assert {k: v for k, v in got.items() if k != "provenance"} == {k: v for k, v in expected.items()
-                                                                   if k != "provenance"}
+    assert {k: v for k, v in got.items() if k != "provenance"} == {
+        k: v for k, v in expected.items() if k != "provenance"
+    }
     assert not (run / "FAILED").exists() and "macro" in capsys.readouterr().out
 
 
@@ -94,13 +104,15 @@ def test_more_epochs_continue_the_lr_without_a_jump(tmp_path, synthetic_root, mo
     assert lr_now == pytest.approx(5e-4, rel=1e-6)
     assert train(tmp_path, synthetic_root, "train.epochs=6") == 0  # 4 more epochs instead of 2
     lrs = [r["lr"] for r in rows(run)]
-    assert len(lrs) == 6 and all(b <= a for a, b in zip(lrs, lrs[1:]))  # never climbs back up
+    assert len(lrs) == 6 and all(b <= a for a, b in zip(lrs, lrs[1:], strict=False))  # never climbs back up
     # new segment: cosine from 5e-4 to 0 over 4 epochs x 2 steps; after epoch 3 (2 of 8 steps):
     assert lrs[2] == pytest.approx(5e-4 * (1 + math.cos(math.pi * 2 / 8)) / 2, rel=1e-6)
     assert lrs[-1] == pytest.approx(0.0, abs=1e-12)
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["lr_schedule"] == [{"epochs": [0, 4], "lr_start": 0.001},
-                                      {"epochs": [2, 6], "lr_start": pytest.approx(5e-4, rel=1e-6)}]
+    assert summary["lr_schedule"] == [
+        {"epochs": [0, 4], "lr_start": 0.001},
+        {"epochs": [2, 6], "lr_start": pytest.approx(5e-4, rel=1e-6)},
+    ]
     assert "epochs: 6" in (run / "config.yaml").read_text()
 
     # a finished schedule (LR 0) cannot be extended: one line, the run left as it was
@@ -111,8 +123,7 @@ def test_more_epochs_continue_the_lr_without_a_jump(tmp_path, synthetic_root, mo
     assert "epochs: 6" in (run / "config.yaml").read_text()
 
 
-def test_divergence_stops_with_exit_3_and_keeps_the_last_good_checkpoint(tmp_path, synthetic_root, capsys,
-                                                                          monkeypatch):
+def test_divergence_stops_with_exit_3_and_keeps_the_last_good_checkpoint(tmp_path, synthetic_root, capsys, monkeypatch):
     # lr=1e6: the loss turns non-finite within a few steps; no summary, no non-finite checkpoint
     assert train(tmp_path, synthetic_root, "train.epochs=3", "train.lr=1e6") == 3
     err = one_error_line(capsys)

@@ -8,16 +8,22 @@ import re
 import pytest
 import torch
 import yaml
-
-from seg.cli import run_main
-
 from conftest import REPO, load_script
 from wandb_records import config_values, history_rows, summary_values
 
+from seg.cli import run_main
+
 train_script = load_script("train")
 
-TINY = ["data.image_size=64", "train.batch_size=4", "train.max_steps_per_epoch=2", "data.max_val_images=3",
-        "model.encoder=resnet18", "logging.wandb.log_images=2", "--no-progress"]
+TINY = [
+    "data.image_size=64",
+    "train.batch_size=4",
+    "train.max_steps_per_epoch=2",
+    "data.max_val_images=3",
+    "model.encoder=resnet18",
+    "logging.wandb.log_images=2",
+    "--no-progress",
+]
 
 
 def train(*args):
@@ -25,8 +31,14 @@ def train(*args):
 
 
 def test_synthetic_run_writes_the_contract_files(tmp_path, synthetic_root, capsys):
-    common = ["--config", str(REPO / "configs" / "synthetic.yaml"), f"run.out_dir={tmp_path}",
-              f"data.root={synthetic_root}", "loss.weighting=per_channel", *TINY]
+    common = [
+        "--config",
+        str(REPO / "configs" / "synthetic.yaml"),
+        f"run.out_dir={tmp_path}",
+        f"data.root={synthetic_root}",
+        "loss.weighting=per_channel",
+        *TINY,
+    ]
     assert train(*common, "train.epochs=1") == 0
     run = tmp_path / "synthetic"
     for name in ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints/last.pt", "checkpoints/best.pt"):
@@ -47,8 +59,17 @@ def test_synthetic_run_writes_the_contract_files(tmp_path, synthetic_root, capsy
     assert re.fullmatch(r"[0-9a-f]{40}", provenance["commit"]) and isinstance(provenance["dirty"], bool)
     assert provenance["command"] == "python scripts/train.py " + " ".join(common + ["train.epochs=1"])
     assert provenance["versions"]["torch"] == torch.__version__
-    assert set(provenance["versions"]) >= {"python", "torch", "torchvision", "segmentation_models_pytorch", "timm",
-                                           "albumentations", "opencv", "numpy", "wandb"}
+    assert set(provenance["versions"]) >= {
+        "python",
+        "torch",
+        "torchvision",
+        "segmentation_models_pytorch",
+        "timm",
+        "albumentations",
+        "opencv",
+        "numpy",
+        "wandb",
+    }
     assert provenance["device"]["type"] == "cpu" and provenance["device"]["torch_threads"] >= 1
     assert "macro" in capsys.readouterr().out  # the results table
 
@@ -72,9 +93,21 @@ def test_synthetic_run_writes_the_contract_files(tmp_path, synthetic_root, capsy
 @pytest.mark.parametrize("weighting", ["none", "global", "per_batch", "class_map", "border_map"])
 def test_every_weighting_trains_on_synthetic(tmp_path, synthetic_root, weighting):
     extra = ["loss.apply_as=weight", "loss.border.instances_from=instance"] if weighting.endswith("map") else []
-    assert train("--config", str(REPO / "configs" / "synthetic.yaml"), f"run.out_dir={tmp_path}",
-                 f"data.root={synthetic_root}", f"loss.weighting={weighting}", "train.epochs=1",
-                 "logging.wandb.mode=disabled", "loss.normalize=true", *extra, *TINY) == 0
+    assert (
+        train(
+            "--config",
+            str(REPO / "configs" / "synthetic.yaml"),
+            f"run.out_dir={tmp_path}",
+            f"data.root={synthetic_root}",
+            f"loss.weighting={weighting}",
+            "train.epochs=1",
+            "logging.wandb.mode=disabled",
+            "loss.normalize=true",
+            *extra,
+            *TINY,
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "synthetic" / "summary.json").read_text())
     assert summary["weighting"] == weighting
     assert len(summary["effective_pos_weight"]) == 3
@@ -92,8 +125,18 @@ def test_every_weighting_trains_on_synthetic(tmp_path, synthetic_root, weighting
 def test_training_is_deterministic_on_cpu(tmp_path, synthetic_root):
     losses = []
     for out in ("a", "b"):
-        assert train("--config", str(REPO / "configs" / "synthetic.yaml"), f"run.out_dir={tmp_path / out}",
-                     f"data.root={synthetic_root}", "train.epochs=1", "logging.wandb.mode=disabled", *TINY) == 0
+        assert (
+            train(
+                "--config",
+                str(REPO / "configs" / "synthetic.yaml"),
+                f"run.out_dir={tmp_path / out}",
+                f"data.root={synthetic_root}",
+                "train.epochs=1",
+                "logging.wandb.mode=disabled",
+                *TINY,
+            )
+            == 0
+        )
         rows = [json.loads(line) for line in (tmp_path / out / "synthetic" / "metrics.jsonl").read_text().splitlines()]
         losses.append((rows[0]["train/loss"], rows[0]["val/loss"], rows[0]["val/dice"]))
     assert losses[0] == losses[1]
@@ -105,14 +148,37 @@ def test_training_reads_weights_from_an_audit_stats_file(tmp_path, synthetic_roo
 
     audit_script = load_script("audit_masks")
     config = str(REPO / "configs" / "synthetic.yaml")
-    assert run_main(audit_script.main, ["--config", config, "--set", f"data.root={synthetic_root}",
-                                        "--out", str(tmp_path / "audit"), "--no-progress"]) == 0
+    assert (
+        run_main(
+            audit_script.main,
+            [
+                "--config",
+                config,
+                "--set",
+                f"data.root={synthetic_root}",
+                "--out",
+                str(tmp_path / "audit"),
+                "--no-progress",
+            ],
+        )
+        == 0
+    )
     stats_path = tmp_path / "audit" / "mask_stats.json"
     stats = json.loads(stats_path.read_text())
-    assert train("--config", config, f"run.out_dir={tmp_path}", f"data.root={synthetic_root}", "train.epochs=1",
-                 "loss.weighting=per_channel", f"loss.stats_file={stats_path}", "logging.wandb.mode=disabled",
-                 *TINY) == 0
+    assert (
+        train(
+            "--config",
+            config,
+            f"run.out_dir={tmp_path}",
+            f"data.root={synthetic_root}",
+            "train.epochs=1",
+            "loss.weighting=per_channel",
+            f"loss.stats_file={stats_path}",
+            "logging.wandb.mode=disabled",
+            *TINY,
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "synthetic" / "summary.json").read_text())
     assert summary["pos_weight"] == pytest.approx([c["pos_weight"]["pixels"] for c in stats["channels"]], rel=1e-5)
     assert summary["stats_sha256"] == hashlib.sha256(stats_path.read_bytes()).hexdigest()
-

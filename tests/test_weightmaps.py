@@ -91,7 +91,7 @@ def test_border_map_refuses_bad_input():
 def test_border_radius():
     # R = sigma sqrt(2 ln(w0/eps)) = 5 sqrt(2 ln 1e8) = 5 * 6.0697 = 30.349; the term at R is eps
     assert border_radius(10.0, 5.0, 1e-7) == pytest.approx(30.3485, abs=1e-4)
-    assert 10.0 * math.exp(-border_radius(10.0, 5.0, 1e-7) ** 2 / 50) == pytest.approx(1e-7)
+    assert 10.0 * math.exp(-(border_radius(10.0, 5.0, 1e-7) ** 2) / 50) == pytest.approx(1e-7)
 
 
 # ------------------------------------------------------------------ fast vs naive, random images
@@ -263,7 +263,9 @@ def test_class_weight_map_uniform_weights_are_no_weighting(mode):
 def test_class_weight_map_compiles_without_host_sync(mode):
     target, valid, class_weights = EXAMPLES[mode][0]()
     compiled = torch.compile(functools.partial(class_weight_map, mode=mode), fullgraph=True, backend="eager")
-    torch.testing.assert_close(compiled(target, valid, class_weights), class_weight_map(target, valid, class_weights, mode))
+    torch.testing.assert_close(
+        compiled(target, valid, class_weights), class_weight_map(target, valid, class_weights, mode)
+    )
 
 
 def test_class_weight_map_refuses_mismatches():

@@ -1,13 +1,18 @@
 """Weighting strategies on hand-made masks; invariances between strategies; no host sync."""
 
-
 import numpy as np
 import pytest
 import torch
 
 from seg.strategy import DatasetCounts, build_weighting, class_counts
-from seg.weights import (batch_counts, global_pos_weight, negative_counts, per_batch_pos_weight,
-                         per_channel_pos_weight, ratio_weight)
+from seg.weights import (
+    batch_counts,
+    global_pos_weight,
+    negative_counts,
+    per_batch_pos_weight,
+    per_channel_pos_weight,
+    ratio_weight,
+)
 
 CLAMP = (0.001, 1000.0)
 
@@ -38,8 +43,9 @@ def test_negative_definitions_differ_on_overlapping_masks():
     torch.testing.assert_close(negative_counts(positive, valid, all_zero, "pixels"), torch.tensor([4.0, 6.0]))
     torch.testing.assert_close(negative_counts(positive, valid, all_zero, "all_zero"), torch.tensor([4.0, 4.0]))
     # per channel pos_weight: pixels 4/3, 6/1; all_zero 4/3, 4/1
-    torch.testing.assert_close(per_channel_pos_weight(positive, torch.tensor([4.0, 6.0]), CLAMP).flatten(),
-                               torch.tensor([4 / 3, 6.0]))
+    torch.testing.assert_close(
+        per_channel_pos_weight(positive, torch.tensor([4.0, 6.0]), CLAMP).flatten(), torch.tensor([4 / 3, 6.0])
+    )
 
 
 def test_global_pools_channels():
@@ -89,8 +95,9 @@ def test_per_batch_ema():
     counts = torch.tensor([1.0, 4.0, 0.0], dtype=torch.float64)  # C=1: 1 positive of 4 -> 3
     fallback = torch.ones(1, 1, 1)
     first = per_batch_pos_weight(counts, fallback, "pixels", CLAMP)
-    second = per_batch_pos_weight(torch.tensor([2.0, 4.0, 0.0], dtype=torch.float64), fallback, "pixels", CLAMP,
-                                  previous=first, ema=0.9)
+    second = per_batch_pos_weight(
+        torch.tensor([2.0, 4.0, 0.0], dtype=torch.float64), fallback, "pixels", CLAMP, previous=first, ema=0.9
+    )
     assert first.item() == pytest.approx(3.0)
     assert second.item() == pytest.approx(0.9 * 3.0 + 0.1 * 1.0)
 

@@ -18,10 +18,10 @@ def read_records(path: Path):
     data = Path(path).read_bytes()
     records, pending = [], b""
     for start in range(0, len(data), BLOCK):
-        block, offset = data[start:start + BLOCK], 7 if start == 0 else 0  # the header shares block 0
+        block, offset = data[start : start + BLOCK], 7 if start == 0 else 0  # the header shares block 0
         while offset + 7 <= len(block):
-            _, length, kind = struct.unpack("<IHB", block[offset:offset + 7])
-            payload = block[offset + 7:offset + 7 + length]
+            _, length, kind = struct.unpack("<IHB", block[offset : offset + 7])
+            payload = block[offset + 7 : offset + 7 + length]
             offset += 7 + length
             if kind == 0 and length == 0:
                 break

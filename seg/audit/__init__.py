@@ -19,24 +19,69 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from seg.audit.report import (MAX_REPORT_PROBLEMS, plot_image_fractions, plot_object_sizes, plot_positive_fraction,
-                              render_report, write_plots)
-from seg.audit.scan import (OBJECT_SOURCES, SPLITS, AuditItem, AuditPlan, AuditSettings, dataset_name,
-                            plan_from_config, plan_from_masks, scan_folder, seeded_val_stems)
-from seg.audit.summary import (SCHEMA_VERSION, absent_positive_problems, build_stats, never_positive_problems,
-                               read_stats_file, recommended_pos_weights)
+from seg.audit.report import (
+    MAX_REPORT_PROBLEMS,
+    plot_image_fractions,
+    plot_object_sizes,
+    plot_positive_fraction,
+    render_report,
+    write_plots,
+)
+from seg.audit.scan import (
+    OBJECT_SOURCES,
+    SPLITS,
+    AuditItem,
+    AuditPlan,
+    AuditSettings,
+    dataset_name,
+    plan_from_config,
+    plan_from_masks,
+    scan_folder,
+    seeded_val_stems,
+)
+from seg.audit.summary import (
+    SCHEMA_VERSION,
+    absent_positive_problems,
+    build_stats,
+    never_positive_problems,
+    read_stats_file,
+    recommended_pos_weights,
+)
 from seg.audit.tally import FRACTION_EDGES, LOG2_BINS, AuditTally, ObjectTally, audit_chunk, tally_masks
 from seg.files import json_text, make_folder
 from seg.stats import default_workers
 
 __all__ = [
-    "FRACTION_EDGES", "LOG2_BINS", "MAX_REPORT_PROBLEMS", "OBJECT_SOURCES", "SCHEMA_VERSION", "SPLITS",
-    "AuditItem", "AuditPlan", "AuditSettings", "AuditTally", "ObjectTally",
-    "absent_positive_problems", "audit_chunk", "build_stats", "dataset_name", "never_positive_problems",
-    "plan_from_config", "plan_from_masks",
-    "plot_image_fractions", "plot_object_sizes", "plot_positive_fraction", "read_stats_file",
-    "recommended_pos_weights", "render_report", "run_audit", "scan_folder", "seeded_val_stems", "tally_masks",
-    "write_atomically", "write_plots",
+    "FRACTION_EDGES",
+    "LOG2_BINS",
+    "MAX_REPORT_PROBLEMS",
+    "OBJECT_SOURCES",
+    "SCHEMA_VERSION",
+    "SPLITS",
+    "AuditItem",
+    "AuditPlan",
+    "AuditSettings",
+    "AuditTally",
+    "ObjectTally",
+    "absent_positive_problems",
+    "audit_chunk",
+    "build_stats",
+    "dataset_name",
+    "never_positive_problems",
+    "plan_from_config",
+    "plan_from_masks",
+    "plot_image_fractions",
+    "plot_object_sizes",
+    "plot_positive_fraction",
+    "read_stats_file",
+    "recommended_pos_weights",
+    "render_report",
+    "run_audit",
+    "scan_folder",
+    "seeded_val_stems",
+    "tally_masks",
+    "write_atomically",
+    "write_plots",
 ]
 
 # ------------------------------------------------------------------ writing, atomically

@@ -54,14 +54,16 @@ class AuditPlan:
     notes: list[str] = field(default_factory=list)
 
 
-
 def _files_by_stem(folder: Path, problems: list[Problem]) -> dict[str, Path]:
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
             if path.stem in files:
-                problems.append(Problem(str(path), "duplicate_stem",
-                                        f"same stem as {files[path.stem].name}; only that file is audited"))
+                problems.append(
+                    Problem(
+                        str(path), "duplicate_stem", f"same stem as {files[path.stem].name}; only that file is audited"
+                    )
+                )
             else:
                 files[path.stem] = path
     return files
@@ -74,20 +76,28 @@ def _mask_files(mask_dir: Path, spec: MaskSpec, problems: list[Problem]) -> tupl
         return {stem: (path,) for stem, path in _files_by_stem(mask_dir, problems).items()}, set()
     for folder in channel_dirs:
         if not folder.is_dir():
-            raise DataError(f"{folder}: channel folder missing (masks/<channel>/ is needed for every data.classes name)")
+            raise DataError(
+                f"{folder}: channel folder missing (masks/<channel>/ is needed for every data.classes name)"
+            )
     per_channel = [_files_by_stem(d, problems) for d in channel_dirs]
     stems = set().union(*per_channel)
     incomplete = set()
-    for folder, files in zip(channel_dirs, per_channel):
+    for folder, files in zip(channel_dirs, per_channel, strict=False):
         for stem in sorted(stems - set(files)):
-            problems.append(Problem(str(folder / f"{stem}.png"), "missing_channel",
-                                    f"no mask for '{stem}' in channel '{folder.name}': this image is not counted"))
+            problems.append(
+                Problem(
+                    str(folder / f"{stem}.png"),
+                    "missing_channel",
+                    f"no mask for '{stem}' in channel '{folder.name}': this image is not counted",
+                )
+            )
             incomplete.add(stem)
     return {s: tuple(files[s] for files in per_channel) for s in sorted(stems - incomplete)}, incomplete
 
 
-def scan_folder(mask_dir: Path, image_dir: Path, spec: MaskSpec, instance_dir: Path | None = None
-                ) -> tuple[list[AuditItem], list[Problem]]:
+def scan_folder(
+    mask_dir: Path, image_dir: Path, spec: MaskSpec, instance_dir: Path | None = None
+) -> tuple[list[AuditItem], list[Problem]]:
     """Pair masks with images (and instance labels) by stem, listing every unmatched file as a problem."""
     if not mask_dir.is_dir():
         raise DataError(f"{mask_dir}: masks folder not found")
@@ -95,8 +105,13 @@ def scan_folder(mask_dir: Path, image_dir: Path, spec: MaskSpec, instance_dir: P
     masks, incomplete = _mask_files(mask_dir, spec, problems)
     images = _files_by_stem(image_dir, problems) if image_dir.is_dir() else None
     if images is None:
-        problems.append(Problem(str(image_dir), "missing_images",
-                                "no images folder beside the masks: pairing and image sizes are not checked"))
+        problems.append(
+            Problem(
+                str(image_dir),
+                "missing_images",
+                "no images folder beside the masks: pairing and image sizes are not checked",
+            )
+        )
     else:
         for stem in sorted(set(images) - set(masks) - incomplete):
             problems.append(Problem(str(images[stem]), "image_without_mask", f"no mask {mask_dir}/{stem}.*"))
@@ -107,12 +122,15 @@ def scan_folder(mask_dir: Path, image_dir: Path, spec: MaskSpec, instance_dir: P
         if instance_dir.is_dir():
             instances = _files_by_stem(instance_dir, problems)
             for stem in sorted(set(masks) - set(instances)):
-                problems.append(Problem(str(masks[stem][0]), "missing_instances",
-                                        f"no instance labels {instance_dir}/{stem}.*"))
+                problems.append(
+                    Problem(str(masks[stem][0]), "missing_instances", f"no instance labels {instance_dir}/{stem}.*")
+                )
         else:
             problems.append(Problem(str(instance_dir), "missing_instances", "no instances folder beside the masks"))
-    items = [AuditItem(stem, masks[stem], images.get(stem) if images else None,
-                       instances.get(stem) if instances else None) for stem in sorted(masks)]
+    items = [
+        AuditItem(stem, masks[stem], images.get(stem) if images else None, instances.get(stem) if instances else None)
+        for stem in sorted(masks)
+    ]
     if not items:
         raise DataError(f"{mask_dir}: no masks found ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return items, problems
@@ -122,7 +140,7 @@ def seeded_val_stems(stems: list[str], val_fraction: float, split_seed: int) -> 
     """The validation stems that seg.data.folders.split_samples picks (used where it refuses a folder)."""
     stems = sorted(stems)
     random.Random(split_seed).shuffle(stems)
-    return sorted(stems[:min(len(stems) - 1, max(1, round(val_fraction * len(stems))))])
+    return sorted(stems[: min(len(stems) - 1, max(1, round(val_fraction * len(stems))))])
 
 
 def _pick(items: list[AuditItem], val_stems: list[str], split: str) -> list[AuditItem]:
@@ -147,17 +165,29 @@ def _objects_from(fmt: str, objects: bool | None, objects_from: str | None, defa
     return source
 
 
-def plan_from_config(cfg: Config, config_path: str, split: str = "train", out: str | None = None,
-                     objects: bool | None = None, objects_from: str | None = None) -> AuditPlan:
+def plan_from_config(
+    cfg: Config,
+    config_path: str,
+    split: str = "train",
+    out: str | None = None,
+    objects: bool | None = None,
+    objects_from: str | None = None,
+) -> AuditPlan:
     """Audit the data of a training config: its training split by default, split as training splits it."""
     d = cfg.data
-    spec = MaskSpec(d.mask_format, tuple(d.classes), tuple(d.positive_values) if d.positive_values else None,
-                    d.ignore_index)
+    spec = MaskSpec(
+        d.mask_format, tuple(d.classes), tuple(d.positive_values) if d.positive_values else None, d.ignore_index
+    )
     root = expand_path(d.root)
     if not root.is_dir():
-        raise DataError(f"{root}: data folder not found (data.root in {config_path}"
-                        + ("; the synthetic set is generated by the first training run)"
-                           if d.synthetic and is_default_root(root) else ")"))
+        raise DataError(
+            f"{root}: data folder not found (data.root in {config_path}"
+            + (
+                "; the synthetic set is generated by the first training run)"
+                if d.synthetic and is_default_root(root)
+                else ")"
+            )
+        )
     train_dir = root / "train" if (root / "train").is_dir() else root
     val_dir = root / "val" if (root / "val" / "images").is_dir() and (root / "val" / "masks").is_dir() else None
     inst = (lambda folder: folder / "instances") if spec.fmt == "instance" else (lambda folder: None)
@@ -169,8 +199,10 @@ def plan_from_config(cfg: Config, config_path: str, split: str = "train", out: s
                 val_stems = split_samples(root, spec, d.val_fraction, d.split_seed, d.val_stems)[2]
             except DataError:
                 val_stems = d.val_stems or seeded_val_stems([i.stem for i in found], d.val_fraction, d.split_seed)
-                notes.append("Training would refuse this folder as it is (see problems); the split shown applies "
-                             "the same seeded rule to the masks found.")
+                notes.append(
+                    "Training would refuse this folder as it is (see problems); the split shown applies "
+                    "the same seeded rule to the masks found."
+                )
             found = _pick(found, val_stems, split)
         items += found
     if val_dir is not None and split in ("val", "all"):
@@ -180,30 +212,49 @@ def plan_from_config(cfg: Config, config_path: str, split: str = "train", out: s
         raise DataError(f"{root}: no masks in the {split} split")
     border = cfg.loss.border
     default_from = border.instances_from if spec.fmt == "binary" and border.instances_from != "instance" else "positive"
-    return AuditPlan(items, problems,
-                     AuditSettings(spec, _objects_from(spec.fmt, objects, objects_from, default_from),
-                                   border.connectivity),
-                     tuple(cfg.loss.clamp), split, root.name, {"config": str(config_path), "root": str(root)},
-                     Path(out) if out else expand_path(cfg.run.out_dir) / f"audit-{root.name}", notes)
+    return AuditPlan(
+        items,
+        problems,
+        AuditSettings(spec, _objects_from(spec.fmt, objects, objects_from, default_from), border.connectivity),
+        tuple(cfg.loss.clamp),
+        split,
+        root.name,
+        {"config": str(config_path), "root": str(root)},
+        Path(out) if out else expand_path(cfg.run.out_dir) / f"audit-{root.name}",
+        notes,
+    )
 
 
-def plan_from_masks(mask_dir: Path, spec: MaskSpec, split: str = "all", out: str | None = None,
-                    objects: bool | None = None, objects_from: str | None = None, connectivity: int = 4,
-                    clamp: tuple[float, float] | None = None) -> AuditPlan:
+def plan_from_masks(
+    mask_dir: Path,
+    spec: MaskSpec,
+    split: str = "all",
+    out: str | None = None,
+    objects: bool | None = None,
+    objects_from: str | None = None,
+    connectivity: int = 4,
+    clamp: tuple[float, float] | None = None,
+) -> AuditPlan:
     """Audit one folder of masks; images are looked for in a sibling ``images/``."""
     mask_dir = Path(mask_dir)
-    items, problems = scan_folder(mask_dir, mask_dir.parent / "images", spec,
-                                  mask_dir.parent / "instances" if spec.fmt == "instance" else None)
+    items, problems = scan_folder(
+        mask_dir, mask_dir.parent / "images", spec, mask_dir.parent / "instances" if spec.fmt == "instance" else None
+    )
     defaults = read_yaml(BASE_CONFIG)
     if split != "all":
         data = defaults["data"]
-        items = _pick(items, seeded_val_stems([i.stem for i in items], data["val_fraction"], data["split_seed"]),
-                      split)
+        items = _pick(items, seeded_val_stems([i.stem for i in items], data["val_fraction"], data["split_seed"]), split)
         if not items:
             raise DataError(f"{mask_dir}: no masks in the {split} split ({len(problems)} problem(s) while scanning)")
     name = dataset_name(mask_dir.parent)
     clamp = clamp or tuple(float(v) for v in defaults["loss"]["clamp"])
-    return AuditPlan(items, problems,
-                     AuditSettings(spec, _objects_from(spec.fmt, objects, objects_from, "positive"), connectivity),
-                     clamp, split, name, {"masks": str(mask_dir.resolve())},
-                     Path(out) if out else expand_path(defaults["run"]["out_dir"]) / f"audit-{name}")
+    return AuditPlan(
+        items,
+        problems,
+        AuditSettings(spec, _objects_from(spec.fmt, objects, objects_from, "positive"), connectivity),
+        clamp,
+        split,
+        name,
+        {"masks": str(mask_dir.resolve())},
+        Path(out) if out else expand_path(defaults["run"]["out_dir"]) / f"audit-{name}",
+    )

@@ -14,8 +14,7 @@ import numpy as np
 
 from seg.audit.scan import AuditPlan, AuditSettings
 from seg.audit.tally import FRACTION_EDGES, AuditTally, ObjectTally
-from seg.stats import (NEGATIVE_DEFINITIONS, MaskCounts, Problem, positive_values_message,
-                       read_mask_stats)
+from seg.stats import NEGATIVE_DEFINITIONS, MaskCounts, Problem, positive_values_message, read_mask_stats
 
 SCHEMA_VERSION = 1
 
@@ -43,7 +42,9 @@ def recommended_pos_weights(counts: MaskCounts, clamp: tuple[float, float]) -> d
             "negative": negative.numpy().astype(np.int64),
             "per_channel": [_sig(w) for w in per_channel_pos_weight(positive, negative, clamp).flatten().tolist()],
             "global": _sig(float(global_pos_weight(positive, negative, clamp))),
-            "unclamped": [_sig(n / p) if p else None for n, p in zip(negative.tolist(), positive.tolist())],
+            "unclamped": [
+                _sig(n / p) if p else None for n, p in zip(negative.tolist(), positive.tolist(), strict=False)
+            ],
         }
     return out
 
@@ -63,18 +64,30 @@ def _objects_json(objects: ObjectTally, settings: AuditSettings) -> dict:
     for c, name in enumerate(objects.names):
         n, per_image = int(objects.objects[c]), objects.per_image_hist[c]
         last = int(np.flatnonzero(per_image).max()) + 1 if per_image.any() else 0
-        channels.append({
-            "name": name, "objects": n, "objects_per_image_mean": _fraction(n, objects.images),
-            "objects_per_image_max": int(objects.max_per_image[c]),
-            "images_without_objects": int(per_image[0]),
-            "objects_per_image_histogram": {"bin_lower_edges": [0] + [2**k for k in range(last - 1)],
-                                            "counts": per_image[:last].tolist()},
-            "object_size_max": int(objects.max_size[c]),
-            "object_size_histogram": _histogram(objects.size_hist[c]),
-            "images_with_touching_objects": int(objects.touching[c]) if settings.objects_from == "instance" else None,
-        })
-    return {"source": settings.objects_from, "connectivity": settings.connectivity, "images": objects.images,
-            "channels": channels}
+        channels.append(
+            {
+                "name": name,
+                "objects": n,
+                "objects_per_image_mean": _fraction(n, objects.images),
+                "objects_per_image_max": int(objects.max_per_image[c]),
+                "images_without_objects": int(per_image[0]),
+                "objects_per_image_histogram": {
+                    "bin_lower_edges": [0] + [2**k for k in range(last - 1)],
+                    "counts": per_image[:last].tolist(),
+                },
+                "object_size_max": int(objects.max_size[c]),
+                "object_size_histogram": _histogram(objects.size_hist[c]),
+                "images_with_touching_objects": int(objects.touching[c])
+                if settings.objects_from == "instance"
+                else None,
+            }
+        )
+    return {
+        "source": settings.objects_from,
+        "connectivity": settings.connectivity,
+        "images": objects.images,
+        "channels": channels,
+    }
 
 
 def build_stats(tally: AuditTally, plan: AuditPlan) -> dict:
@@ -84,36 +97,56 @@ def build_stats(tally: AuditTally, plan: AuditPlan) -> dict:
     channels = []
     for c, name in enumerate(spec.classes):
         positive = int(counts.positive_pixels[c])
-        channels.append({
-            "name": name, "positive_pixels": positive, "total_pixels": counts.valid_pixels,
-            "positive_fraction": _fraction(positive, counts.valid_pixels),
-            "images_with_positives": int(counts.images_with_positives[c]),
-            "empty_images": counts.images - int(counts.images_with_positives[c]),
-            "negative_pixels": {d: int(weights[d]["negative"][c]) for d in NEGATIVE_DEFINITIONS},
-            "pos_weight": {d: weights[d]["per_channel"][c] for d in NEGATIVE_DEFINITIONS},
-            "pos_weight_unclamped": {d: weights[d]["unclamped"][c] for d in NEGATIVE_DEFINITIONS},
-            "image_fraction_histogram": {"empty": int(tally.fraction_hist[c, 0]),
-                                         "counts": tally.fraction_hist[c, 1:].tolist()},
-        })
-    allowed_note = None if spec.fmt == "multilabel" else (
-        "all_zero applies to multilabel masks only; listed for comparison")
-    problems = sorted(set(plan.problems + tally.problems + never_positive_problems(tally, plan)
-                          + absent_positive_problems(tally, plan)),
-                      key=lambda p: (p.file, p.kind, p.detail))
+        channels.append(
+            {
+                "name": name,
+                "positive_pixels": positive,
+                "total_pixels": counts.valid_pixels,
+                "positive_fraction": _fraction(positive, counts.valid_pixels),
+                "images_with_positives": int(counts.images_with_positives[c]),
+                "empty_images": counts.images - int(counts.images_with_positives[c]),
+                "negative_pixels": {d: int(weights[d]["negative"][c]) for d in NEGATIVE_DEFINITIONS},
+                "pos_weight": {d: weights[d]["per_channel"][c] for d in NEGATIVE_DEFINITIONS},
+                "pos_weight_unclamped": {d: weights[d]["unclamped"][c] for d in NEGATIVE_DEFINITIONS},
+                "image_fraction_histogram": {
+                    "empty": int(tally.fraction_hist[c, 0]),
+                    "counts": tally.fraction_hist[c, 1:].tolist(),
+                },
+            }
+        )
+    allowed_note = (
+        None if spec.fmt == "multilabel" else ("all_zero applies to multilabel masks only; listed for comparison")
+    )
+    problems = sorted(
+        set(
+            plan.problems
+            + tally.problems
+            + never_positive_problems(tally, plan)
+            + absent_positive_problems(tally, plan)
+        ),
+        key=lambda p: (p.file, p.kind, p.detail),
+    )
     return {
         "schema_version": SCHEMA_VERSION,
         "source": plan.source,
         "dataset": plan.dataset,
         "split": plan.split,
-        "format": {"mask_format": spec.fmt, "classes": list(spec.classes),
-                   "positive_values": list(spec.positive_values) if spec.positive_values else None,
-                   "ignore_index": spec.ignore_index},
+        "format": {
+            "mask_format": spec.fmt,
+            "classes": list(spec.classes),
+            "positive_values": list(spec.positive_values) if spec.positive_values else None,
+            "ignore_index": spec.ignore_index,
+        },
         "masks_found": len(plan.items),
         "images": counts.images,
         "masks_not_counted": len(plan.items) - counts.images,
-        "pixels": {"total": counts.total_pixels, "valid": counts.valid_pixels,
-                   "ignored": counts.total_pixels - counts.valid_pixels, "all_zero": counts.all_zero_pixels,
-                   "all_zero_fraction": _fraction(counts.all_zero_pixels, counts.valid_pixels)},
+        "pixels": {
+            "total": counts.total_pixels,
+            "valid": counts.valid_pixels,
+            "ignored": counts.total_pixels - counts.valid_pixels,
+            "all_zero": counts.all_zero_pixels,
+            "all_zero_fraction": _fraction(counts.all_zero_pixels, counts.valid_pixels),
+        },
         "images_without_valid_pixels": tally.images_all_ignored,
         "channels": channels,
         "global_pos_weight": {d: weights[d]["global"] for d in NEGATIVE_DEFINITIONS},
@@ -145,9 +178,16 @@ def read_stats_file(path: str | Path, classes: list[str] | None = None):
 def never_positive_problems(tally: AuditTally, plan: AuditPlan) -> list[Problem]:
     """A channel with no positive pixel in any counted mask: one problem per channel."""
     where = plan.source.get("masks") or plan.source.get("root", "")
-    return [Problem(where, "never_positive", f"channel '{name}' has no positive pixel in the {tally.counts.images} "
-                    f"masks counted ({plan.split} split): its pos_weight takes the clamp maximum")
-            for name, n in zip(plan.settings.spec.classes, tally.counts.positive_pixels) if tally.counts.images and n == 0]
+    return [
+        Problem(
+            where,
+            "never_positive",
+            f"channel '{name}' has no positive pixel in the {tally.counts.images} "
+            f"masks counted ({plan.split} split): its pos_weight takes the clamp maximum",
+        )
+        for name, n in zip(plan.settings.spec.classes, tally.counts.positive_pixels, strict=False)
+        if tally.counts.images and n == 0
+    ]
 
 
 def absent_positive_problems(tally: AuditTally, plan: AuditPlan) -> list[Problem]:

@@ -45,8 +45,14 @@ class ObjectTally:
 
     def __post_init__(self) -> None:
         k = len(self.names)
-        for name, shape in (("objects", k), ("size_hist", (k, LOG2_BINS)), ("per_image_hist", (k, LOG2_BINS)),
-                            ("max_per_image", k), ("max_size", k), ("touching", k)):
+        for name, shape in (
+            ("objects", k),
+            ("size_hist", (k, LOG2_BINS)),
+            ("per_image_hist", (k, LOG2_BINS)),
+            ("max_per_image", k),
+            ("max_size", k),
+            ("touching", k),
+        ):
             if getattr(self, name) is None:
                 setattr(self, name, np.zeros(shape, dtype=np.int64))
 
@@ -59,7 +65,7 @@ class ObjectTally:
         self.max_size[channel] = max(self.max_size[channel], int(sizes.max()) if n else 0)
         self.touching[channel] += touching
 
-    def merge(self, other: "ObjectTally") -> None:
+    def merge(self, other: ObjectTally) -> None:
         for name in ("objects", "size_hist", "per_image_hist", "touching"):
             getattr(self, name).__iadd__(getattr(other, name))
         self.max_per_image = np.maximum(self.max_per_image, other.max_per_image)
@@ -82,13 +88,16 @@ class AuditTally:
     problems: list[Problem] = field(default_factory=list)
 
     @classmethod
-    def empty(cls, settings: AuditSettings) -> "AuditTally":
+    def empty(cls, settings: AuditSettings) -> AuditTally:
         spec, source = settings.spec, settings.objects_from
-        objects = None if source is None else ObjectTally(
-            [f"not {n}" for n in spec.classes] if source == "negative" else list(spec.classes))
+        objects = (
+            None
+            if source is None
+            else ObjectTally([f"not {n}" for n in spec.classes] if source == "negative" else list(spec.classes))
+        )
         return cls(MaskCounts(spec.num_classes), np.zeros((spec.num_classes, len(FRACTION_EDGES)), np.int64), objects)
 
-    def merge(self, other: "AuditTally") -> None:
+    def merge(self, other: AuditTally) -> None:
         self.counts.merge(other.counts)
         self.fraction_hist += other.fraction_hist
         if self.objects is not None:
@@ -142,9 +151,14 @@ def _add_objects(tally: AuditTally, item: AuditItem, planes: list[np.ndarray], s
             tally.problems.append(Problem(str(item.instances), "unreadable", str(err).split(": ", 1)[-1]))
             return
         if labels.shape != planes[0].shape:
-            tally.problems.append(Problem(str(item.instances), "size_mismatch",
-                                          f"instance labels {labels.shape[1]}x{labels.shape[0]}, mask "
-                                          f"{planes[0].shape[1]}x{planes[0].shape[0]}"))
+            tally.problems.append(
+                Problem(
+                    str(item.instances),
+                    "size_mismatch",
+                    f"instance labels {labels.shape[1]}x{labels.shape[0]}, mask "
+                    f"{planes[0].shape[1]}x{planes[0].shape[0]}",
+                )
+            )
             return
         sizes = np.bincount(labels.ravel())[1:]
         objects.add(0, sizes[sizes > 0], _touching(labels, settings.connectivity))
@@ -156,8 +170,11 @@ def _add_objects(tally: AuditTally, item: AuditItem, planes: list[np.ndarray], s
         else:
             targets = [np.isin(planes[0], spec.positive_values or ())]
         for c, target in enumerate(targets):
-            objects.add(c, _object_sizes(~target if settings.objects_from == "negative" else target,
-                                         settings.connectivity), False)
+            objects.add(
+                c,
+                _object_sizes(~target if settings.objects_from == "negative" else target, settings.connectivity),
+                False,
+            )
     objects.images += 1
 
 
@@ -170,11 +187,17 @@ def _add_item(tally: AuditTally, item: AuditItem, settings: AuditSettings) -> No
     if item.image is not None:
         size = _image_size(item.image)
         if size is None:
-            tally.problems.append(Problem(str(item.image), "unreadable", "cannot read the image (corrupt or not an image)"))
+            tally.problems.append(
+                Problem(str(item.image), "unreadable", "cannot read the image (corrupt or not an image)")
+            )
         elif measure.shape is not None and size != measure.shape[::-1]:
-            tally.problems.append(Problem(str(item.image), "size_mismatch",
-                                          f"image {size[0]}x{size[1]}, mask {measure.shape[1]}x{measure.shape[0]} "
-                                          f"({item.masks[0].name})"))
+            tally.problems.append(
+                Problem(
+                    str(item.image),
+                    "size_mismatch",
+                    f"image {size[0]}x{size[1]}, mask {measure.shape[1]}x{measure.shape[0]} ({item.masks[0].name})",
+                )
+            )
     if not measure.counted:
         return
     tally.counts.add_counts(measure.positive, measure.valid, measure.total, measure.all_zero)

@@ -21,8 +21,10 @@ from seg.audit import AuditSettings, scan_folder, tally_masks
 from seg.data.masks import MaskSpec
 
 NAME = "audit"
-TARGET = ("audit without object statistics on >= 1000 512x512 PNG masks: >= 0.85x the throughput of "
-          "cv2.imread alone (serial), and >= 1.3x its own serial throughput with 2 workers")
+TARGET = (
+    "audit without object statistics on >= 1000 512x512 PNG masks: >= 0.85x the throughput of "
+    "cv2.imread alone (serial), and >= 1.3x its own serial throughput with 2 workers"
+)
 SIZE = 512
 
 
@@ -59,8 +61,9 @@ def run(quick: bool = False) -> list[str]:
         binary = MaskSpec("binary", ("foreground",), (255,))
         index = MaskSpec("index", tuple(f"class{k}" for k in range(11)), None, 11)
         items, _ = scan_folder(write_masks(Path(tmp) / "binary", count), Path(tmp) / "binary" / "images", binary)
-        index_items, _ = scan_folder(write_masks(Path(tmp) / "index", count, index=True),
-                                     Path(tmp) / "index" / "images", index)
+        index_items, _ = scan_folder(
+            write_masks(Path(tmp) / "index", count, index=True), Path(tmp) / "index" / "images", index
+        )
         paths = [i.masks[0] for i in items]
         index_paths = [i.masks[0] for i in index_items]
         plain, objects = AuditSettings(binary), AuditSettings(binary, objects_from="positive")
@@ -82,7 +85,8 @@ def run(quick: bool = False) -> list[str]:
     verdict = "PASS" if vs_imread >= 0.85 and speedup >= 1.3 else "FAIL"
     lines = [
         f"{count} generated {SIZE}x{SIZE} PNG masks, best of {rounds} interleaved rounds; load average "
-        f"{load:.1f} on {os.cpu_count()} CPUs at the end (other work on the machine slows the 2-worker row most).", "",
+        f"{load:.1f} on {os.cpu_count()} CPUs at the end (other work on the machine slows the 2-worker row most).",
+        "",
         "| measurement | masks/s | ratio | target |",
         "|---|---|---|---|",
         f"| cv2.imread alone, serial (binary 0/255) | {rates['imread']:.0f} | 1.00 | |",

@@ -77,8 +77,8 @@ def compare(images: list[np.ndarray], repeats: int) -> dict:
     border_weight_map(images[0], 1.0)  # warm-up (cv2 initialisation)
     naive_ms, fast_ms, diff = [], [], 0.0
     for instances in images:
-        naive_s, naive = best_time(lambda: naive_border_weight_map(instances, 1.0), repeats)
-        fast_s, fast = best_time(lambda: border_weight_map(instances, 1.0), repeats)
+        naive_s, naive = best_time(lambda x=instances: naive_border_weight_map(x, 1.0), repeats)
+        fast_s, fast = best_time(lambda x=instances: border_weight_map(x, 1.0), repeats)
         naive_ms.append(1e3 * naive_s)
         fast_ms.append(1e3 * fast_s)
         diff = max(diff, float(np.abs(fast - naive).max()))
@@ -112,7 +112,9 @@ def run(quick: bool) -> list[str]:
         touching = [voronoi_instances(seed) for seed in range(n_images)]
         rows = [
             table_row("touching (no background)", compare(touching, repeats), judged=True),
-            table_row("touching + 1-2 px membranes", compare([with_membranes(i) for i in touching], repeats), judged=True),
+            table_row(
+                "touching + 1-2 px membranes", compare([with_membranes(i) for i in touching], repeats), judged=True
+            ),
         ]
         isbi = isbi_instances(2 if quick else 3)
         if isbi:

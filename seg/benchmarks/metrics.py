@@ -19,8 +19,7 @@ from seg.evaluation import Evaluator
 from seg.metrics import confusion_counts
 
 NAME = "metrics"
-TARGET = ("per-step metric update at one threshold <= 2% of a training step "
-          "(resnet34 Unet, [8,C,256,256], C = 1 and 5)")
+TARGET = "per-step metric update at one threshold <= 2% of a training step (resnet34 Unet, [8,C,256,256], C = 1 and 5)"
 BATCH, SIZE, LIMIT = 8, 256, 0.02
 
 
@@ -68,10 +67,13 @@ def measure(channels: int, repeats: int, metric_repeats: int, device: torch.devi
     for _ in range(repeats):  # interleaved: the two are measured under the same conditions
         seconds, logits = _timed(train_step, device)
         steps.append(seconds)
-        updates += [_timed(lambda: metric_update(logits), device)[0] for _ in range(metric_repeats)]
-        validation.append(_timed(lambda: evaluator.update(logits, target, valid), device)[0])
-    return {"step": statistics.median(steps), "update": statistics.median(updates),
-            "validation": statistics.median(validation)}
+        updates += [_timed(lambda x=logits: metric_update(x), device)[0] for _ in range(metric_repeats)]
+        validation.append(_timed(lambda x=logits: evaluator.update(x, target, valid), device)[0])
+    return {
+        "step": statistics.median(steps),
+        "update": statistics.median(updates),
+        "validation": statistics.median(validation),
+    }
 
 
 def run(quick: bool = False) -> list[str]:
@@ -89,6 +91,8 @@ def run(quick: bool = False) -> list[str]:
         t = measure(channels, repeats, metric_repeats, device)
         ratio = t["update"] / t["step"]
         verdict = "PASS" if ratio <= LIMIT else "FAIL"
-        lines.append(f"| {channels} | {1000 * t['step']:.1f} | {1000 * t['update']:.2f} | {100 * ratio:.2f}% | "
-                     f"{verdict} (<= {100 * LIMIT:.0f}%) | {1000 * t['validation']:.1f} |")
+        lines.append(
+            f"| {channels} | {1000 * t['step']:.1f} | {1000 * t['update']:.2f} | {100 * ratio:.2f}% | "
+            f"{verdict} (<= {100 * LIMIT:.0f}%) | {1000 * t['validation']:.1f} |"
+        )
     return lines
