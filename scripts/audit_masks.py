@@ -93,7 +93,7 @@ def parse_args(argv):
 
 
 def mask_spec(args):
-    from seg.data.masks import MaskSpec
+    from seg.data.formats import MaskSpec
 
     classes = tuple(c.strip() for c in (args.classes or "").split(",") if c.strip())
     if args.format in ("binary", "instance"):

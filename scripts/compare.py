@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     quiet_environment()
-    from seg.compare import REPO_ROOT, load_experiment, results_directory, run_experiment
-    from seg.compare_report import aggregate_directory, update_readme
-    from seg.sweeps import write_sweeps
+    from seg.experiments.grid import REPO_ROOT, load_experiment, results_directory, run_experiment
+    from seg.experiments.report import aggregate_directory, update_readme
+    from seg.experiments.sweeps import write_sweeps
 
     experiment = load_experiment(args.experiment)
     if args.write_sweeps:

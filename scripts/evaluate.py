@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     quiet_environment()
-    from seg.evaluate_run import evaluate_run
-    from seg.report import markdown_table
+    from seg.apps.evaluate import evaluate_run
+    from seg.outputs.tables import markdown_table
 
     result = evaluate_run(args.run, args.split, args.device, args.overlays, args.wandb, not args.no_progress)
     classes = list(result["metrics"]["per_channel"])

@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     quiet_environment()
     from seg.config import load_config
-    from seg.fit import fit
-    from seg.report import print_results
+    from seg.outputs.tables import print_results
+    from seg.training import fit
 
     cfg = load_config(args.config, args.overrides + bare)
     summary = fit(cfg, progress=not args.no_progress)

@@ -15,10 +15,10 @@ import torch
 from tqdm import tqdm
 
 from seg.errors import TrainingDiverged
-from seg.evaluation import Evaluator
 from seg.losses import WeightSums, weighted_bce
-from seg.metrics import confusion_counts, dice_score, to_float
-from seg.strategy import Weighting
+from seg.scoring.metrics import confusion_counts, dice_score, to_float
+from seg.scoring.validation import Evaluator
+from seg.weighting.registry import Weighting
 
 
 @dataclass

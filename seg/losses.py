@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from seg.weights import check_channel_weight
+from seg.weighting.formulas import check_channel_weight
 
 APPLY_AS = ("pos_weight", "weight")
 

@@ -14,9 +14,9 @@ from conftest import REPO, binary_dataset, shared_data, write_config, write_png
 
 from seg import audit
 from seg.config import load_config
+from seg.data.counts import read_mask_stats
 from seg.data.folders import split_samples
-from seg.data.masks import MaskSpec
-from seg.stats import read_mask_stats
+from seg.data.formats import MaskSpec
 
 BINARY = MaskSpec("binary", ("fg",), (255,))
 

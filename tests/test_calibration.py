@@ -1,11 +1,11 @@
-"""Tests for seg/calibration.py: ECE against a plain NumPy computation, a hand-worked example,
+"""Tests for seg/scoring/calibration.py: ECE against a plain NumPy computation, a hand-worked example,
 the sums adding up over batches, and the reliability diagram PNG."""
 
 import numpy as np
 import pytest
 import torch
 
-from seg.calibration import calibration_sums, expected_calibration_error, plot_reliability, reliability_table
+from seg.scoring.calibration import calibration_sums, expected_calibration_error, plot_reliability, reliability_table
 
 
 def numpy_ece(prob, target, valid, bins=15):

@@ -9,11 +9,12 @@ import pytest
 import yaml
 from conftest import load_script
 
-from seg import compare, sweeps
-from seg.aggregate import aggregate, find, paired_difference, t_interval
 from seg.cli import run_main
-from seg.compare_report import aggregate_directory, log_results_table, readme_blocks, replace_readme_block
 from seg.config import REPO_ROOT, expand_path, load_config
+from seg.experiments import grid as compare
+from seg.experiments import sweeps
+from seg.experiments.aggregate import aggregate, find, paired_difference, t_interval
+from seg.experiments.report import aggregate_directory, log_results_table, readme_blocks, replace_readme_block
 
 T_975 = {1: 12.706205, 2: 4.302653}  # Student t quantiles t_{0.975, df} from a printed table
 EXPERIMENTS = sorted(p for p in (REPO_ROOT / "experiments").glob("*.yaml") if not p.name.endswith(".sweep.yaml"))
@@ -119,14 +120,14 @@ profiles:
 
 
 def test_tiny_grid_resumes_skips_finished_runs_and_reaggregates(tmp_path, monkeypatch):
-    import seg.fit
+    import seg.training
 
     experiment_file = tmp_path / "tiny.yaml"
     experiment_file.write_text(TINY)
     experiment = compare.load_experiment(experiment_file)
     runs_dir, results_root = tmp_path / "runs", tmp_path / "results"
     extra = [f"run.out_dir={runs_dir}"]
-    real_train, trained = seg.fit._train, []
+    real_train, trained = seg.training._train, []
 
     def interrupted_train(cfg, *args, **kwargs):  # the third run is interrupted before its first step
         trained.append(cfg.run.name)
@@ -134,7 +135,7 @@ def test_tiny_grid_resumes_skips_finished_runs_and_reaggregates(tmp_path, monkey
             raise RuntimeError("simulated interruption")
         return real_train(cfg, *args, **kwargs)
 
-    monkeypatch.setattr(seg.fit, "_train", interrupted_train)
+    monkeypatch.setattr(seg.training, "_train", interrupted_train)
     with pytest.raises(RuntimeError, match="simulated interruption"):
         compare.run_experiment(experiment, "ci", extra, results_root=results_root, progress=False)
     assert trained == ["tiny-ci-none-s0", "tiny-ci-none-s1", "tiny-ci-per_channel-s0"]
@@ -333,7 +334,7 @@ def test_committed_results_rebuild_byte_for_byte(committed, tmp_path, monkeypatc
     A folder whose per-run summaries were never committed must say so in results.md."""
     import json
 
-    from seg import compare_report
+    from seg.experiments import report as compare_report
 
     if not (committed / "runs").is_dir():
         assert "not rebuildable from this checkout" in (committed / "results.md").read_text().lower()

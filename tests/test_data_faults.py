@@ -17,9 +17,9 @@ from seg.cli import run_main
 from seg.config import BASE_CONFIG, expand_path, load_config, read_yaml
 from seg.data import synthetic
 from seg.data.build import prepare_data
+from seg.data.counts import MaskCounts, count_masks, measure_mask
 from seg.data.folders import Sample
-from seg.data.masks import DataError, MaskSpec, decode_instances, load_mask, png_colour_type, read_raw
-from seg.stats import MaskCounts, count_masks, measure_mask
+from seg.data.formats import DataError, MaskSpec, decode_instances, load_mask, png_colour_type, read_raw
 
 
 def binary_config(tmp_path: Path, root: Path, positive: str, name: str = "c.yaml") -> Path:

@@ -6,7 +6,7 @@ from conftest import write_png
 
 from seg.data.dataset import SegmentationDataset, pad_collate
 from seg.data.folders import find_samples
-from seg.data.masks import MaskSpec
+from seg.data.formats import MaskSpec
 from seg.data.transforms import eval_transform, train_transform
 
 

@@ -10,14 +10,14 @@ from conftest import REPO, assert_close_tree, load_script
 from wandb_records import history_rows
 
 from seg import checkpoint
+from seg.apps.evaluate import split_dataset
 from seg.cli import run_main
 from seg.config import config_to_dict, load_config, replace, save_config
 from seg.data.build import prepare_data
 from seg.data.dataset import pad_collate
 from seg.data.synthetic import generate
-from seg.evaluate_run import split_dataset
-from seg.evaluation import Evaluator, log_q
 from seg.models import build_model
+from seg.scoring.validation import Evaluator, log_q
 
 evaluate_script = load_script("evaluate")
 

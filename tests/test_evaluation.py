@@ -1,4 +1,4 @@
-"""Tests for seg/evaluation.py: the val block's keys, batch-size invariance, the three threshold
+"""Tests for seg/scoring/validation.py: the val block's keys, batch-size invariance, the three threshold
 policies (prior correction undoes an exact shift; tuned finds a known best threshold), the
 empty-image false-positive rate, and the per-batch update without host synchronisation."""
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from seg.evaluation import POLICIES, TUNED_NOTE, Evaluator, batch_statistics, log_q
-from seg.metrics import confusion_counts, dice_score, logit_boundaries, probability_grid
+from seg.scoring.metrics import confusion_counts, dice_score, logit_boundaries, probability_grid
+from seg.scoring.validation import POLICIES, TUNED_NOTE, Evaluator, batch_statistics, log_q
 
 NAMES = ["a", "b", "c"]
 SCORE_KEYS = {"dice", "iou", "micro", "per_image", "per_channel", "empty_image_fp_rate", "thresholds"}

@@ -5,7 +5,7 @@ import pytest
 from conftest import binary_dataset, write_png
 
 from seg.data.folders import find_samples, split_samples
-from seg.data.masks import DataError, MaskSpec
+from seg.data.formats import DataError, MaskSpec
 
 SPEC = MaskSpec("binary", ("x",), positive_values=(255,))
 

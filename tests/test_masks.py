@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import write_png
 
-from seg.data.masks import DataError, MaskSpec, decode_instances, load_mask, read_image, read_raw
+from seg.data.formats import DataError, MaskSpec, decode_instances, load_mask, read_image, read_raw
 
 
 def test_binary_positive_values_select_the_class(tmp_path):

@@ -1,4 +1,4 @@
-"""Tests for seg/metrics.py: counts and scores worked out by hand, agreement with torchmetrics
+"""Tests for seg/scoring/metrics.py: counts and scores worked out by hand, agreement with torchmetrics
 and a plain NumPy loop, batch-size invariance, the threshold histograms, torch.compile without
 graph breaks, and the DDP reductions with 2 gloo processes."""
 
@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from seg.metrics import (
+from seg.scoring.metrics import (
     all_gather_rows,
     all_reduce_counts,
     best_threshold_indices,
@@ -366,7 +366,7 @@ def test_confusion_counts_compiles_without_graph_breaks():
 
 
 def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    from seg.evaluation import Evaluator
+    from seg.scoring.validation import Evaluator
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
@@ -387,7 +387,7 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 
 
 def test_ddp_reductions_with_two_gloo_processes(tmp_path):
-    from seg.evaluation import Evaluator
+    from seg.scoring.validation import Evaluator
 
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     logits, target, valid = random_case(11, n=7, c=3)

@@ -1,10 +1,10 @@
-"""Tests for seg/report.py: the Markdown table from a val block, and overlay grids pixel by pixel."""
+"""Tests for seg/outputs/tables.py: the Markdown table from a val block, and overlay grids pixel by pixel."""
 
 import numpy as np
 import torch
 
-from seg.evaluation import Evaluator
-from seg.report import PALETTE, markdown_table, overlay, overlay_grid, save_overlay_grid
+from seg.outputs.tables import PALETTE, markdown_table, overlay, overlay_grid, save_overlay_grid
+from seg.scoring.validation import Evaluator
 
 NAMES = ["cell", "speck"]
 

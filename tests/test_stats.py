@@ -1,4 +1,4 @@
-"""seg/stats.py: value histograms, per-mask counts (decoding + MaskCounts.add), count_masks, read_mask_stats."""
+"""seg/data/counts.py: value histograms, per-mask counts (decoding + MaskCounts.add), count_masks, read_mask_stats."""
 
 import hashlib
 import json
@@ -9,9 +9,9 @@ import pytest
 from conftest import write_png
 
 from seg.config import ConfigError
+from seg.data.counts import MaskCounts, allowed_values, count_masks, measure_mask, read_mask_stats, value_counts
 from seg.data.folders import Sample
-from seg.data.masks import DataError, MaskSpec, load_mask
-from seg.stats import MaskCounts, allowed_values, count_masks, measure_mask, read_mask_stats, value_counts
+from seg.data.formats import DataError, MaskSpec, load_mask
 
 
 @pytest.mark.parametrize(
@@ -75,7 +75,7 @@ def _masks(tmp_path: Path) -> dict[str, tuple[MaskSpec, list[tuple[Path, ...]]]]
 
 
 def test_measure_mask_counts_equal_decoding(tmp_path):
-    """Invariance: counting from raw values == decoding with seg.data.masks + MaskCounts.add."""
+    """Invariance: counting from raw values == decoding with seg.data.formats + MaskCounts.add."""
     for name, (spec, masks) in _masks(tmp_path).items():
         fast, reference = MaskCounts(spec.num_classes), MaskCounts(spec.num_classes)
         for paths in masks:

@@ -1,4 +1,4 @@
-"""Tests for seg/weightmaps.py: numbers worked out by hand, and the fast border map checked
+"""Tests for seg/weighting/maps.py: numbers worked out by hand, and the fast border map checked
 against the independent naive reference (full-image scipy EDT per instance + sort)."""
 
 import functools
@@ -10,7 +10,7 @@ import pytest
 import scipy.ndimage as ndi
 import torch
 
-from seg.weightmaps import (
+from seg.weighting.maps import (
     WeightMapCache,
     border_radius,
     border_weight_map,

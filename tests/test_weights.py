@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from seg.strategy import DatasetCounts, build_weighting, class_counts
-from seg.weights import (
+from seg.weighting.formulas import (
     batch_counts,
     global_pos_weight,
     negative_counts,
@@ -13,6 +12,7 @@ from seg.weights import (
     per_channel_pos_weight,
     ratio_weight,
 )
+from seg.weighting.registry import DatasetCounts, build_weighting, class_counts
 
 CLAMP = (0.001, 1000.0)
 

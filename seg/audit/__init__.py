@@ -2,10 +2,10 @@
 
 ``plan_from_config`` / ``plan_from_masks`` find the masks (a tolerant scan that lists
 every problem instead of stopping at the first) and pick the split; ``run_audit``
-reads every mask once in worker processes (``seg.stats.map_chunks``), merges the
+reads every mask once in worker processes (``seg.data.counts.map_chunks``), merges the
 partial tallies and writes ``mask_stats.json``, ``report.md`` and plots into the output
-folder, atomically. Counting and value checks are ``seg.stats.measure_mask``; the
-recommended weights come from ``seg.weights``. Layout of the output: README.md, "Audit your masks first".
+folder, atomically. Counting and value checks are ``seg.data.counts.measure_mask``; the
+recommended weights come from ``seg.weighting.formulas``. Layout of the output: README.md, "Audit your masks first".
 
 Modules: ``scan`` (finding the files, the plan), ``tally`` (reading and counting, in
 workers), ``summary`` (mask_stats.json), ``report`` (plots and report.md); this module
@@ -48,8 +48,8 @@ from seg.audit.summary import (
     recommended_pos_weights,
 )
 from seg.audit.tally import FRACTION_EDGES, LOG2_BINS, AuditTally, ObjectTally, audit_chunk, tally_masks
+from seg.data.counts import default_workers
 from seg.files import json_text, make_folder
-from seg.stats import default_workers
 
 __all__ = [
     "FRACTION_EDGES",

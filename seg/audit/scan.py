@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seg.config import BASE_CONFIG, Config, ConfigError, expand_path, read_yaml
+from seg.data.counts import Problem
 from seg.data.folders import IMAGE_SUFFIXES, split_samples
-from seg.data.masks import DataError, MaskSpec
+from seg.data.formats import DataError, MaskSpec
 from seg.data.synthetic import is_default_root
-from seg.stats import Problem
 
 SPLITS = ("train", "val", "all")
 OBJECT_SOURCES = ("instance", "positive", "negative")

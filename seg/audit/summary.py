@@ -1,7 +1,7 @@
 """The content of mask_stats.json (layout: README.md, "Audit your masks first"), and reading it back.
 
 ``build_stats`` turns an ``AuditTally`` and its ``AuditPlan`` into the JSON; the
-recommended weights come from ``seg.weights``; ``read_stats_file`` is what training reads
+recommended weights come from ``seg.weighting.formulas``; ``read_stats_file`` is what training reads
 for ``loss.stats_file``.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 
 from seg.audit.scan import AuditPlan, AuditSettings
 from seg.audit.tally import FRACTION_EDGES, AuditTally, ObjectTally
-from seg.stats import NEGATIVE_DEFINITIONS, MaskCounts, Problem, positive_values_message, read_mask_stats
+from seg.data.counts import NEGATIVE_DEFINITIONS, MaskCounts, Problem, positive_values_message, read_mask_stats
 
 SCHEMA_VERSION = 1
 
@@ -24,14 +24,14 @@ def _sig(value: float) -> float:
 
 
 def recommended_pos_weights(counts: MaskCounts, clamp: tuple[float, float]) -> dict:
-    """pos_weight per channel and global, under both negative definitions, from seg.weights.
+    """pos_weight per channel and global, under both negative definitions, from seg.weighting.formulas.
 
     Returns {definition: {"negative": int64 (C,), "per_channel": [C floats], "global": float,
     "unclamped": [C floats or None]}}.
     """
     import torch
 
-    from seg.weights import NEGATIVES, global_pos_weight, negative_counts, per_channel_pos_weight
+    from seg.weighting.formulas import NEGATIVES, global_pos_weight, negative_counts, per_channel_pos_weight
 
     positive = torch.from_numpy(counts.positive_pixels)
     valid, all_zero = torch.tensor(counts.valid_pixels), torch.tensor(counts.all_zero_pixels)
@@ -164,12 +164,12 @@ def build_stats(tally: AuditTally, plan: AuditPlan) -> dict:
 
 
 def read_stats_file(path: str | Path, classes: list[str] | None = None):
-    """(DatasetCounts, sha256) from a mask_stats.json, for ``loss.stats_file`` (see seg.stats.read_mask_stats).
+    """(DatasetCounts, sha256) from a mask_stats.json, for ``loss.stats_file`` (see seg.data.counts.read_mask_stats).
 
     Raises ConfigError naming the file when it is unreadable, counts validation masks, or its
     classes differ from ``classes``.
     """
-    from seg.strategy import DatasetCounts
+    from seg.weighting.registry import DatasetCounts
 
     stats = read_mask_stats(path, classes)
     return DatasetCounts(stats["positive"], stats["valid_pixels"], stats["all_zero_pixels"]), stats["sha256"]

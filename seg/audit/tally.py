@@ -1,8 +1,8 @@
 """Tallies of a set of masks: counts, value and size checks, objects; partial tallies merge.
 
-``tally_masks`` reads every mask once in worker processes (``seg.stats.map_chunks`` runs
+``tally_masks`` reads every mask once in worker processes (``seg.data.counts.map_chunks`` runs
 ``audit_chunk``, a module-level function so that it pickles) and merges the partial
-``AuditTally``s. Counting and value checks are ``seg.stats.measure_mask``.
+``AuditTally``s. Counting and value checks are ``seg.data.counts.measure_mask``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 
 from seg.audit.scan import AuditItem, AuditSettings
-from seg.data.masks import DataError, decode_instances, read_raw
-from seg.stats import MaskCounts, Problem, map_chunks, measure_mask
+from seg.data.counts import MaskCounts, Problem, map_chunks, measure_mask
+from seg.data.formats import DataError, decode_instances, read_raw
 
 FRACTION_EDGES = 10.0 ** np.arange(-6.0, 0.01, 0.25)  # per-image positive fraction: 4 bins a decade, 1e-6..1
 LOG2_BINS = 40  # object sizes: bin k holds sizes in [2**k, 2**(k+1)); objects per image: bin 0 = none

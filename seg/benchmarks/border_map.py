@@ -19,7 +19,7 @@ import numpy as np
 import scipy.ndimage as ndi
 import torch
 
-from seg.weightmaps import border_weight_map, connected_instances, naive_border_weight_map
+from seg.weighting.maps import border_weight_map, connected_instances, naive_border_weight_map
 
 NAME = "border_map"
 TARGET = (

@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from seg.evaluation import Evaluator
-from seg.metrics import confusion_counts
+from seg.scoring.metrics import confusion_counts
+from seg.scoring.validation import Evaluator
 
 NAME = "metrics"
 TARGET = "per-step metric update at one threshold <= 2% of a training step (resnet34 Unet, [8,C,256,256], C = 1 and 5)"

@@ -13,11 +13,11 @@ import numpy as np
 from seg.config import Config, expand_path
 from seg.data.dataset import SegmentationDataset, check_image_sizes
 from seg.data.folders import Sample, split_samples
-from seg.data.masks import MaskSpec, decode_instances, read_raw
+from seg.data.formats import MaskSpec, decode_instances, read_raw
 from seg.data.synthetic import ensure_synthetic
 from seg.data.transforms import eval_transform, train_transform
-from seg.stats import MaskCounts, check_positive_values, count_masks
-from seg.weightmaps import WeightMapCache, border_weight_map, connected_instances
+from seg.data.counts import MaskCounts, check_positive_values, count_masks
+from seg.weighting.maps import WeightMapCache, border_weight_map, connected_instances
 
 
 @dataclass

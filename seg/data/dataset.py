@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from seg.data.folders import Sample
-from seg.data.masks import DataError, MaskSpec, load_mask, read_image
+from seg.data.formats import DataError, MaskSpec, load_mask, read_image
 
 SampleMap = Callable[[Sample, np.ndarray, np.ndarray], np.ndarray]
 

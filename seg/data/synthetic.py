@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from seg.config import REPO_ROOT
-from seg.data.masks import DataError
+from seg.data.formats import DataError
 
 CLASSES = ("cell", "nucleus", "speck")
 MARKER = ".complete"

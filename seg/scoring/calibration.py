@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seg.plots import save_figure
+from seg.outputs.figures import save_figure
 
 ECE_BINS = 15
 PIXELS, PROB_SUM, POSITIVES = range(3)

@@ -39,13 +39,13 @@ from seg.data.build import RunData, build_datasets, prepare_data
 from seg.data.dataset import SegmentationDataset, pad_collate
 from seg.engine import StepOptions, all_finite, effective_weights, epoch_row, evaluate, train_one_epoch
 from seg.errors import TrainingDiverged
-from seg.evaluation import Evaluator, log_q
 from seg.files import json_text, make_folder, strict, write_json_atomic, write_text_atomic
 from seg.models import build_model
-from seg.overlays import overlay_examples
+from seg.outputs.examples import overlay_examples
 from seg.provenance import provenance
-from seg.strategy import DatasetCounts, Weighting, build_weighting
+from seg.scoring.validation import Evaluator, log_q
 from seg.tracking import Tracker, append_metrics, truncate_metrics
+from seg.weighting.registry import DatasetCounts, Weighting, build_weighting
 
 FAILED = "FAILED"
 

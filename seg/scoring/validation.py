@@ -38,8 +38,8 @@ from __future__ import annotations
 
 import torch
 
-from seg.calibration import ECE_BINS, calibration_sums, expected_calibration_error, reliability_table
-from seg.metrics import (
+from seg.scoring.calibration import ECE_BINS, calibration_sums, expected_calibration_error, reliability_table
+from seg.scoring.metrics import (
     EMPTY_POLICIES,
     all_gather_rows,
     all_reduce_counts,
@@ -210,7 +210,7 @@ class Evaluator:
         return block
 
     def reliability(self) -> dict[str, dict]:
-        """Reliability tables ({"raw": ..., "prior_corrected": ...}) for :func:`seg.calibration.plot_reliability`."""
+        """Reliability tables ({"raw": ..., "prior_corrected": ...}) for :func:`seg.scoring.calibration.plot_reliability`."""
         return {name: reliability_table(sums) for name, sums in self._reduced_ece().items()}
 
 

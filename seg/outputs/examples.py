@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from seg.data.dataset import SegmentationDataset, pad_collate
-from seg.data.masks import read_image
+from seg.data.formats import read_image
 
 
 @torch.no_grad()

@@ -19,8 +19,8 @@ budget are the same for every strategy. Interrupted grids resume: fit() skips fi
 runs and resumes interrupted ones from last.pt. Each finished run's summary.json is
 copied to ``experiments/results/<experiment>-<profile>/runs/<run>.json`` beside an
 ``experiment.json`` manifest, so that the aggregation can be regenerated from committed
-files alone (``--aggregate-only``, in :mod:`seg.compare_report`; the statistics are in
-:mod:`seg.aggregate`, the W&B sweep files for the same grid in :mod:`seg.sweeps`).
+files alone (``--aggregate-only``, in :mod:`seg.experiments.report`; the statistics are in
+:mod:`seg.experiments.aggregate`, the W&B sweep files for the same grid in :mod:`seg.experiments.sweeps`).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from pathlib import Path
 
 import yaml
 
-from seg.compare_report import MANIFEST
 from seg.config import REPO_ROOT, Config, ConfigError, expand_path, load_config, read_yaml
+from seg.experiments.report import MANIFEST
 from seg.files import json_text, make_folder
 
 RESULTS_ROOT = REPO_ROOT / "experiments" / "results"
@@ -323,7 +323,7 @@ def record_run(cfg: Config, results_dir: Path, manifest: dict, trained_with: dic
     """Copy a finished run's summary.json to ``results_dir/runs/<run>.json``; a new or changed
     summary was trained by this call, so ``trained_with`` (jobs, machine) is noted in the manifest."""
     from seg.files import write_text_atomic
-    from seg.fit import run_directory
+    from seg.training import run_directory
 
     with _RESULTS_LOCK:
         target = results_dir / "runs" / f"{cfg.run.name}.json"
@@ -339,7 +339,7 @@ def record_run(cfg: Config, results_dir: Path, manifest: dict, trained_with: dic
 def already_recorded(cfg: Config, results_dir: Path) -> bool:
     """A run whose summary was copied into the results after its last epoch is finished, even
     when runs/ is gone (a fresh checkout: runs/ is not committed, the results are)."""
-    from seg.fit import run_directory
+    from seg.training import run_directory
 
     copy = results_dir / "runs" / f"{cfg.run.name}.json"
     if not copy.is_file() or (run_directory(cfg) / "summary.json").is_file():
@@ -349,7 +349,7 @@ def already_recorded(cfg: Config, results_dir: Path) -> bool:
 
 def train_in_process(configs: list[Config], results_dir: Path, manifest: dict, progress: bool) -> None:
     """Run the grid one after the other in this process (finished runs return at once)."""
-    from seg import fit as training
+    from seg import training
 
     trained_with = {"jobs": 1, "machine": machine_description(configs[0].train.device)}
     for index, cfg in enumerate(configs, 1):
@@ -365,7 +365,7 @@ def train_in_subprocesses(
     experiment: Experiment, runs: list[PlannedRun], configs: list[Config], results_dir: Path, manifest: dict, jobs: int
 ) -> None:
     """Run the grid ``jobs`` at a time, each as ``scripts/train.py`` with its log in the run directory."""
-    from seg.fit import run_directory
+    from seg.training import run_directory
 
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))

@@ -4,16 +4,16 @@ One pass over the masks, one image at a time: memory does not grow with the
 number of masks. Counts are integers (int64), summed over images; partial counts
 from worker processes are merged with :meth:`MaskCounts.merge`.
 
-Counting works on the raw mask values (``seg.data.masks.read_raw``) rather than on
+Counting works on the raw mask values (``seg.data.formats.read_raw``) rather than on
 decoded one-hot targets: one histogram of each mask file gives every channel's
 positive count, the ignored pixels and the set of values present, which is what
 the value checks need (``count_masks`` keeps the set of values seen, so that
 :func:`check_positive_values` can refuse a ``positive_values`` entry that no training
 mask holds, without a second pass). ``read_raw`` is the decoder of training too: grey+alpha
 and palette PNGs read the same here (palette indices for index masks, see
-``seg/data/masks.py``). :func:`measure_mask` gives the same counts as
+``seg/data/formats.py``). :func:`measure_mask` gives the same counts as
 ``MaskCounts.add(*load_mask(...))`` and accepts the same values (``allowed_values``
-follows the decoders of ``seg/data/masks.py``); instead of raising at the first
+follows the decoders of ``seg/data/formats.py``); instead of raising at the first
 bad value it returns every problem found, for the audit (``seg/audit/``).
 """
 
@@ -37,9 +37,9 @@ from tqdm import tqdm
 
 from seg.config import ConfigError
 from seg.data.folders import Sample
-from seg.data.masks import BINARY_VALUES, DataError, MaskSpec, channels_hint, read_raw
+from seg.data.formats import BINARY_VALUES, DataError, MaskSpec, channels_hint, read_raw
 
-NEGATIVE_DEFINITIONS = ("pixels", "all_zero")  # the same names as seg.weights.NEGATIVES
+NEGATIVE_DEFINITIONS = ("pixels", "all_zero")  # the same names as seg.weighting.formulas.NEGATIVES
 
 
 @dataclass
@@ -140,7 +140,7 @@ class MaskMeasure:
 
 @lru_cache(maxsize=64)
 def allowed_values(spec: MaskSpec) -> frozenset[int]:
-    """Raw values a mask file (or multilabel channel) may hold, as in seg/data/masks.py's decoders."""
+    """Raw values a mask file (or multilabel channel) may hold, as in seg/data/formats.py's decoders."""
     if spec.fmt == "index":
         return frozenset(range(spec.num_classes)) | ({spec.ignore_index} if spec.ignore_index is not None else set())
     if spec.fmt == "multilabel":
@@ -379,7 +379,7 @@ def _count_chunk(spec: MaskSpec, samples: list[Sample]) -> MaskCounts:
     counts = MaskCounts(spec.num_classes)
     for sample in samples:
         measure = measure_mask(sample.masks, spec)
-        if measure.problems:  # the same refusals as seg.data.masks.load_mask
+        if measure.problems:  # the same refusals as seg.data.formats.load_mask
             problem = measure.problems[0]
             raise DataError(f"{problem.file}: {problem.detail}")
         counts.add_counts(measure.positive, measure.valid, measure.total, measure.all_zero)

@@ -9,7 +9,7 @@ key that is missing, or null under the empty policy ``nan``) is left out, and ``
 says how many seeds remain.
 
 Rows are long-format dicts (one per strategy x quantity x variant x channel); the
-markdown, CSV and plots in :mod:`seg.compare_report` are views of these rows.
+markdown, CSV and plots in :mod:`seg.experiments.report` are views of these rows.
 """
 
 from __future__ import annotations

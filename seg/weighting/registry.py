@@ -1,6 +1,6 @@
 """Bind a weighting strategy to a run: dataset counts in, one weight tensor per batch out.
 
-The formulas are in :mod:`seg.weights` and :mod:`seg.weightmaps` (pure tensor
+The formulas are in :mod:`seg.weighting.formulas` and :mod:`seg.weighting.maps` (pure tensor
 functions); this module chooses among them for ``loss.weighting`` and keeps the
 little state a strategy needs (the per-batch EMA). ``batch_weight`` runs inside the
 training step: no host synchronisation.
@@ -14,8 +14,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from seg.weightmaps import class_weight_map, median_frequency_weights
-from seg.weights import batch_counts, global_pos_weight, negative_counts, per_batch_pos_weight, per_channel_pos_weight
+from seg.weighting.formulas import (
+    batch_counts,
+    global_pos_weight,
+    negative_counts,
+    per_batch_pos_weight,
+    per_channel_pos_weight,
+)
+from seg.weighting.maps import class_weight_map, median_frequency_weights
 
 MAP_STRATEGIES = ("class_map", "border_map")
 

@@ -3,8 +3,8 @@
 Writes into the run directory:
 
     eval-<split>.json              {"run", "split", "checkpoint", "epoch", "effective_pos_weight",
-                                    "loss", "metrics": the val-style block (seg.evaluation)}
-    eval-<split>.md                the Markdown table (seg.report.markdown_table)
+                                    "loss", "metrics": the val-style block (seg.scoring.validation)}
+    eval-<split>.md                the Markdown table (seg.outputs.tables.markdown_table)
     eval-<split>-overlays.png      image | ground truth | prediction, at metrics.threshold
     eval-<split>-reliability.png   reliability diagram, raw and prior-corrected
     eval/<split>/wandb/            a W&B run of its own (same project and group, job_type "eval"):
@@ -23,23 +23,23 @@ from pathlib import Path
 import torch
 
 from seg import checkpoint
-from seg.calibration import plot_reliability
 from seg.config import Config, ConfigError, expand_path, read_yaml, validate
 from seg.data.build import mask_spec
 from seg.data.dataset import SegmentationDataset, pad_collate
 from seg.data.folders import find_samples, split_samples
-from seg.data.masks import DataError
+from seg.data.formats import DataError
 from seg.data.synthetic import ensure_synthetic
 from seg.data.transforms import eval_transform
 from seg.engine import StepOptions, evaluate
-from seg.evaluation import Evaluator, log_q
 from seg.files import write_json_atomic, write_text_atomic
-from seg.fit import resolve_device
 from seg.models import build_model
-from seg.overlays import overlay_examples
+from seg.outputs.examples import overlay_examples
+from seg.outputs.tables import markdown_table, overlay_grid, save_overlay_grid
 from seg.provenance import provenance
-from seg.report import markdown_table, overlay_grid, save_overlay_grid
+from seg.scoring.calibration import plot_reliability
+from seg.scoring.validation import Evaluator, log_q
 from seg.tracking import Tracker
+from seg.training import resolve_device
 
 SPLITS = ("val", "test")
 

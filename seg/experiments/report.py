@@ -3,7 +3,7 @@
 A results folder (``experiments/results/<experiment>-<profile>/``) holds the manifest
 ``experiment.json`` and a copy of every run's summary.json in ``runs/``. From them:
 results.md (people; also copied into the README between ``<!-- results:NAME -->`` and
-``<!-- /results:NAME -->``), results.csv (every row of :func:`seg.aggregate.aggregate`),
+``<!-- /results:NAME -->``), results.csv (every row of :func:`seg.experiments.aggregate.aggregate`),
 and two plots: per-channel Dice with intervals, and Dice against the channel's
 frequency in the training split. The rows also go to W&B as a Table unless disabled.
 """
@@ -15,13 +15,13 @@ import json
 import re
 from pathlib import Path
 
-from seg.aggregate import CSV_COLUMNS, MACRO, POLICIES, aggregate, find, format_csv_value
 from seg.config import ConfigError, expand_path
+from seg.experiments.aggregate import CSV_COLUMNS, MACRO, POLICIES, aggregate, find, format_csv_value
 
 POLICY_LABELS = {"0.5": "0.5", "prior_corrected": "prior-corrected", "tuned": "tuned on val (optimistic)"}
 PLOTS = {"dice_per_channel": "dice_per_channel.png", "dice_vs_frequency": "dice_vs_frequency.png"}
 DASH = "–"
-MANIFEST = "experiment.json"  # written by seg.compare, read here
+MANIFEST = "experiment.json"  # written by seg.experiments.grid, read here
 
 
 # ------------------------------------------------------------------ numbers as text

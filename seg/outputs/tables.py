@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seg.plots import save_figure
+from seg.outputs.figures import save_figure
 
 # Channel colours (RGB), from matplotlib's tab10: distinguishable, colour-blind friendlier than pure RGB.
 PALETTE = np.array(
