@@ -1,153 +1,16 @@
 #!/usr/bin/env python
 """Audit a dataset's masks: per-channel counts, problems, and the pos_weight to use.
 
-    python scripts/audit_masks.py --config configs/camvid.yaml            # training split
-    python scripts/audit_masks.py --config configs/isbi2012.yaml --split all --objects
-    python scripts/audit_masks.py --masks data/x/masks --format binary --positive-values 255
-
-Writes mask_stats.json, report.md and plots into --out (default runs/audit-<dataset>),
-atomically. Problems in the data are listed there and do not fail the audit (exit 0);
-exit 2 when the audit cannot run (no masks, bad arguments, bad config).
+A thin wrapper: the command is ``seg.apps.audit.main`` (``--help`` lists its options).
 """
 
-import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seg.cli import ArgumentParser, add_common_arguments, at_least, quiet_environment, run_main
-from seg.config import ConfigError
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
-
-
-def parse_args(argv):
-    parser = ArgumentParser(prog=Path(__file__).name, description=__doc__)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config", help="training config (YAML): audits its data.root as training reads it")
-    source.add_argument("--masks", type=Path, help="a folder of masks (images in a sibling images/)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
-    parser.add_argument("--format", choices=["binary", "index", "multilabel", "instance"], help="with --masks")
-    parser.add_argument(
-        "--classes",
-        help="with --masks: channel names, comma-separated "
-        "(default: 'foreground' for binary/instance; required for index/multilabel)",
-    )
-    parser.add_argument(
-        "--positive-values",
-        type=_int_list,
-        help="with --masks, binary/instance: mask values of the positive class (default 1,255)",
-    )
-    parser.add_argument("--ignore-index", type=int, help="with --masks, index: class value to ignore")
-    parser.add_argument("--out", help="output folder (default runs/audit-<dataset>)")
-    parser.add_argument("--workers", type=at_least(1), help="worker processes (default: the CPUs available, at most 8)")
-    parser.add_argument(
-        "--split",
-        choices=["train", "val", "all"],
-        help="which masks to count (default: train with --config, all with --masks)",
-    )
-    parser.add_argument(
-        "--objects",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="object statistics (instances or connected components); default on for instance masks",
-    )
-    parser.add_argument(
-        "--objects-from",
-        choices=["instance", "positive", "negative"],
-        help="objects are the instance labels, or connected components of the positive/negative "
-        "class (default: instance for instance masks, loss.border.instances_from for binary "
-        "configs, else positive)",
-    )
-    parser.add_argument(
-        "--connectivity",
-        type=int,
-        choices=[4, 8],
-        help="with --masks: component connectivity (default 4; with --config: loss.border.connectivity)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_common_arguments(parser)
-    args = parser.parse_args(argv)
-    masks_only = [
-        f"--{n.replace('_', '-')}"
-        for n in ("format", "classes", "positive_values", "ignore_index", "connectivity")
-        if getattr(args, n) is not None
-    ]
-    if args.config and masks_only:
-        parser.error(
-            f"{', '.join(masks_only)} go with --masks; with --config the config says it "
-            "(override with --set data.KEY=VALUE)"
-        )
-    if args.masks and args.set:
-        parser.error("--set goes with --config")
-    if args.masks and not args.format:
-        parser.error("--masks needs --format binary|index|multilabel|instance")
-    return args
-
-
-def mask_spec(args):
-    from seg.data.formats import MaskSpec
-
-    classes = tuple(c.strip() for c in (args.classes or "").split(",") if c.strip())
-    if args.format in ("binary", "instance"):
-        classes = classes or ("foreground",)
-        if len(classes) != 1:
-            raise ConfigError(f"--classes: {args.format} masks have one channel, got {list(classes)}")
-        return MaskSpec(args.format, classes, tuple(args.positive_values or (1, 255)))
-    if not classes:
-        raise ConfigError(f"--classes is required for {args.format} masks (channel names in channel order)")
-    if len(set(classes)) != len(classes):
-        raise ConfigError(f"--classes has duplicate names: {list(classes)}")
-    return MaskSpec(args.format, classes, None, args.ignore_index if args.format == "index" else None)
-
-
-def main(argv=None) -> int:
-    quiet_environment()
-    args = parse_args(argv)
-    from seg import audit
-    from seg.config import load_config
-
-    if args.config:
-        cfg = load_config(args.config, args.set)
-        plan = audit.plan_from_config(
-            cfg, args.config, args.split or "train", args.out, args.objects, args.objects_from
-        )
-    else:
-        plan = audit.plan_from_masks(
-            args.masks,
-            mask_spec(args),
-            args.split or "all",
-            args.out,
-            args.objects,
-            args.objects_from,
-            args.connectivity or 4,
-        )
-    start = time.perf_counter()
-    stats = audit.run_audit(plan, args.workers, progress=not args.no_progress)
-    seconds = time.perf_counter() - start
-    print(
-        f"audited {stats['images']} masks of {stats['dataset']} ({stats['split']} split) in {seconds:.1f} s: "
-        f"{len(stats['problems'])} problem(s)"
-    )
-    for channel in stats["channels"]:
-        w = channel["pos_weight"]
-        all_zero = f" / {w['all_zero']:g} (all_zero)" if stats["format"]["mask_format"] == "multilabel" else ""
-        print(
-            f"  {channel['name']:>16}: {100 * (channel['positive_fraction'] or 0):8.4f}% positive, "
-            f"pos_weight {w['pixels']:g} (pixels){all_zero}"
-        )
-    for kind, count in stats["problem_counts"].items():
-        print(f"  problem {kind}: {count}")
-    print(f"wrote {plan.out_dir}/mask_stats.json, report.md, {', '.join(stats['plots'])}")
-    return 0
-
+from seg.apps.audit import main
+from seg.cli import run_main
 
 if __name__ == "__main__":
     sys.exit(run_main(main))

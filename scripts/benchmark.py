@@ -1,42 +1,16 @@
 #!/usr/bin/env python
 """Run the benchmark sections side by side and print Markdown (kept in BENCHMARKS.md).
 
-python scripts/benchmark.py            # full sizes
-python scripts/benchmark.py --quick    # small sizes, for a smoke run
-python scripts/benchmark.py --only border_map
+A thin wrapper: the command is ``seg.apps.benchmark.main`` (``--help`` lists its options).
 """
 
-import platform
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seg.benchmarks import SECTIONS, load_sections
-from seg.cli import ArgumentParser, run_main
-
-
-def main(argv=None) -> int:
-    parser = ArgumentParser(prog=Path(__file__).name, description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
-    parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
-    args = parser.parse_args(argv)
-    import torch
-
-    print("# Benchmarks\n")
-    print(
-        f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}; torch {torch.__version__}; "
-        f"{'quick' if args.quick else 'full'} sizes. Ratios are measured side by side in one run.\n"
-    )
-    for section in load_sections(args.only):
-        print(f"## {section.NAME}\n")
-        print(f"Target: {section.TARGET}\n")
-        for line in section.run(quick=args.quick):
-            print(line)
-        print()
-        sys.stdout.flush()
-    return 0
-
+from seg.apps.benchmark import main
+from seg.cli import run_main
 
 if __name__ == "__main__":
     sys.exit(run_main(main))

@@ -1,16 +1,7 @@
 #!/usr/bin/env python
 """Compare weighting strategies: every strategy x seed of an experiment, then honest statistics.
 
-    python scripts/compare.py --experiment experiments/NAME.yaml [--profile quick|full] [--jobs N]
-                              [--set key=value ...] [--out DIR] [--aggregate-only] [--update-readme]
-
-Runs are named <experiment>-<profile>-<strategy>-s<seed> under run.out_dir (runs/); an
-interrupted comparison resumes (finished runs are skipped). Results go to
-DIR/<experiment>-<profile>/ (DIR defaults to experiments/results): results.md, results.csv,
-plots, experiment.json and runs/<run>.json (each run's summary.json). --aggregate-only
-rebuilds them from those files alone; --update-readme copies results.md into README.md
-between <!-- results:NAME --> and <!-- /results:NAME -->. --write-sweeps writes the W&B
-sweep files for the experiment's grid. Exit codes: 0 done, 2 bad experiment/config/data, 1 other.
+A thin wrapper: the command is ``seg.apps.compare.main`` (``--help`` lists its options).
 """
 
 import sys
@@ -18,55 +9,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seg.cli import ArgumentParser, add_common_arguments, at_least, quiet_environment, run_main
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog=Path(__file__).name, description=__doc__)
-    parser.add_argument("--experiment", required=True, help="experiment YAML (experiments/NAME.yaml)")
-    parser.add_argument("--profile", default="quick", help="budget profile of the experiment (default quick)")
-    parser.add_argument(
-        "--jobs",
-        type=at_least(1),
-        default=1,
-        help="runs at a time, as subprocesses (default 1; wall time per epoch is measured with 1)",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key for every run, repeatable",
-    )
-    parser.add_argument("--out", type=Path, default=None, help="results root (default experiments/results)")
-    parser.add_argument("--aggregate-only", action="store_true", help="re-aggregate from the copied summaries")
-    parser.add_argument("--update-readme", action="store_true", help="copy results.md into README.md's block")
-    parser.add_argument("--write-sweeps", action="store_true", help="write the W&B sweep files and stop")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_common_arguments(parser)
-    args = parser.parse_args(argv)
-    quiet_environment()
-    from seg.experiments.grid import REPO_ROOT, load_experiment, results_directory, run_experiment
-    from seg.experiments.report import aggregate_directory, update_readme
-    from seg.experiments.sweeps import write_sweeps
-
-    experiment = load_experiment(args.experiment)
-    if args.write_sweeps:
-        for path in write_sweeps(experiment):
-            print(f"wrote {path}")
-        return 0
-    results_dir = results_directory(experiment, args.profile, args.out)
-    if not args.aggregate_only:
-        run_experiment(experiment, args.profile, args.overrides, args.jobs, args.out, not args.no_progress)
-    aggregate_directory(results_dir)
-    print(f"wrote {results_dir / 'results.md'}")
-    print((results_dir / "results.md").read_text())
-    if args.update_readme:
-        update_readme(REPO_ROOT / "README.md", results_dir)
-        print(f"updated README.md block results:{results_dir.name}")
-    return 0
-
+from seg.apps.compare import main
+from seg.cli import run_main
 
 if __name__ == "__main__":
     sys.exit(run_main(main))

@@ -1,9 +1,7 @@
 #!/usr/bin/env python
 """Train a U-Net: python scripts/train.py --config configs/NAME.yaml [--set key=value ...]
 
-Overrides use dotted keys and YAML values (--set train.epochs=2 --set loss.clamp=[0.01,100]);
-bare key=value arguments work too (what W&B sweep agents pass). Training an existing
-run.name resumes it. Exit codes: 0 done, 2 bad config or data (one line), 1 other errors.
+A thin wrapper: the command is ``seg.apps.train.main`` (``--help`` lists its options).
 """
 
 import sys
@@ -11,36 +9,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seg.cli import ArgumentParser, add_common_arguments, quiet_environment, run_main
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog=Path(__file__).name, description=__doc__)
-    parser.add_argument("--config", required=True, help="YAML config (only what differs from configs/base.yaml)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, repeatable",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_common_arguments(parser)
-    args, bare = parser.parse_known_args(argv)
-    unknown = [a for a in bare if a.startswith("-") or "=" not in a]
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    quiet_environment()
-    from seg.config import load_config
-    from seg.outputs.tables import print_results
-    from seg.training import fit
-
-    cfg = load_config(args.config, args.overrides + bare)
-    summary = fit(cfg, progress=not args.no_progress)
-    print_results(summary, list(cfg.data.classes))
-    return 0
-
+from seg.apps.train import main
+from seg.cli import run_main
 
 if __name__ == "__main__":
     sys.exit(run_main(main))

@@ -65,7 +65,9 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
     """Run ``main(argv)`` and map errors to exit codes: user mistakes -> 2, divergence -> 3, else 1."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    record_command([getattr(getattr(main, "__code__", None), "co_filename", sys.argv[0]), *argv])
+    module = sys.modules.get(getattr(main, "__module__", ""))
+    program = getattr(module, "SCRIPT", None) or getattr(getattr(main, "__code__", None), "co_filename", sys.argv[0])
+    record_command([str(program), *argv])
     try:
         return int(main(argv) or 0)
     except SystemExit as exit_:  # --help, or a library calling sys.exit

@@ -85,13 +85,3 @@ def assert_close_tree(got, expected, rel: float = 1e-5, abs_: float = 1e-7, wher
         assert got == pytest.approx(expected, rel=rel, abs=abs_), f"{where}: {got} != {expected}"
     else:
         assert got == expected, f"{where}: {got!r} != {expected!r}"
-
-
-def load_script(name: str):
-    """scripts/<name>.py as a module, so that tests call its ``main(argv)`` in-process."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"{name}_script", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

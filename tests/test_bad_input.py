@@ -18,15 +18,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, binary_dataset, load_script, write_config, write_png
+from conftest import REPO, binary_dataset, write_config, write_png
 
 from seg import checkpoint
+from seg.apps import audit as audit_app
+from seg.apps import compare as compare_app
+from seg.apps import evaluate as evaluate_app
+from seg.apps import train as train_app
 from seg.cli import run_main
 from seg.config import config_to_dict, load_config, replace, save_config
 from seg.data.build import prepare_data
 from seg.models import build_model
 
-SCRIPTS = {name: load_script(name) for name in ("train", "evaluate", "compare", "audit_masks")}
+SCRIPTS = {"train": train_app, "evaluate": evaluate_app, "compare": compare_app, "audit_masks": audit_app}
 TINY = [
     "data.image_size=64",
     "train.batch_size=4",

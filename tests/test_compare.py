@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import load_script
 
+from seg.apps import compare as compare_app
+from seg.apps import train as train_app
 from seg.cli import run_main
 from seg.config import REPO_ROOT, expand_path, load_config
 from seg.experiments import grid as compare
@@ -171,13 +172,12 @@ def test_tiny_grid_resumes_skips_finished_runs_and_reaggregates(tmp_path, monkey
     assert (results_dir / "dice_vs_frequency.png").stat().st_size > 0
 
     # --jobs: each run as scripts/train.py (called here in this process); finished runs are skipped
-    train_script = load_script("train")
     calls = []
 
     def fake_subprocess_run(command, stdout, **kwargs):
         calls.append(command)
         assert Path(command[1]) == compare.TRAIN_SCRIPT
-        return type("Done", (), {"returncode": run_main(train_script.main, command[2:])})()
+        return type("Done", (), {"returncode": run_main(train_app.main, command[2:])})()
 
     monkeypatch.setattr(compare.subprocess, "run", fake_subprocess_run)
     compare.run_experiment(experiment, "ci", extra, jobs=2, results_root=results_root, progress=False)
@@ -187,7 +187,7 @@ def test_tiny_grid_resumes_skips_finished_runs_and_reaggregates(tmp_path, monkey
     (results_dir / "results.md").unlink()
     assert (
         run_main(
-            load_script("compare").main,
+            compare_app.main,
             ["--experiment", str(experiment_file), "--profile", "ci", "--out", str(results_root), "--aggregate-only"],
         )
         == 0
@@ -205,7 +205,7 @@ def test_tiny_grid_resumes_skips_finished_runs_and_reaggregates(tmp_path, monkey
 def test_bad_experiment_is_refused_with_exit_code_2(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text(TINY.replace("none: {loss.weighting: none}", "none: {loss.weighting: none, train.epochs: 9}"))
-    assert run_main(load_script("compare").main, ["--experiment", str(bad)]) == 2
+    assert run_main(compare_app.main, ["--experiment", str(bad)]) == 2
     assert "strategies may set loss.* keys only" in capsys.readouterr().err
     bad.write_text(TINY.replace("loss.weighting: none}", "loss.weighting: nothing}"))
     with pytest.raises(Exception, match="strategy none, seed 0"):
@@ -353,6 +353,6 @@ def test_committed_results_rebuild_byte_for_byte(committed, tmp_path, monkeypatc
         "--aggregate-only",
         "--no-progress",
     ]
-    assert run_main(load_script("compare").main, argv) == 0, capsys.readouterr().err
+    assert run_main(compare_app.main, argv) == 0, capsys.readouterr().err
     for name in ("results.md", "results.csv"):
         assert (out / committed.name / name).read_bytes() == (committed / name).read_bytes(), name

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, binary_dataset, load_script, write_config, write_png
+from conftest import REPO, binary_dataset, write_config, write_png
 from PIL import Image
 
 from seg import audit
+from seg.apps import train as train_app
 from seg.cli import run_main
 from seg.config import BASE_CONFIG, expand_path, load_config, read_yaml
 from seg.data import synthetic
@@ -98,7 +99,7 @@ def test_audit_of_a_config_lists_the_absent_positive_value(tmp_path):
 def test_train_script_exit_2_one_line_for_an_absent_positive_value(tmp_path, capsys):
     root = binary_dataset(tmp_path / "d", count=4, size=16)
     code = run_main(
-        load_script("train").main,
+        train_app.main,
         [
             "--config",
             str(binary_config(tmp_path, root, "[7]")),
@@ -184,7 +185,7 @@ def test_generated_folder_works_with_synthetic_true_and_false(tmp_path):
 def test_train_script_exit_2_one_line_for_a_mistyped_synthetic_root(tmp_path, capsys, small_generate):
     typo = tmp_path / "synthtic"
     code = run_main(
-        load_script("train").main,
+        train_app.main,
         [
             "--config",
             str(REPO / "configs" / "synthetic.yaml"),

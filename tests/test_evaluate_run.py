@@ -6,20 +6,19 @@ import json
 
 import pytest
 import torch
-from conftest import REPO, assert_close_tree, load_script
+from conftest import REPO, assert_close_tree
 from wandb_records import history_rows
 
 from seg import checkpoint
-from seg.apps.evaluate import split_dataset
+from seg.apps import evaluate as evaluate_app
 from seg.cli import run_main
 from seg.config import config_to_dict, load_config, replace, save_config
 from seg.data.build import prepare_data
 from seg.data.dataset import pad_collate
 from seg.data.synthetic import generate
 from seg.models import build_model
+from seg.run_evaluation import split_dataset
 from seg.scoring.validation import Evaluator, log_q
-
-evaluate_script = load_script("evaluate")
 
 EFFECTIVE = [1.5, 4.0, 20.0]
 
@@ -55,7 +54,7 @@ def run_dir(tmp_path_factory):
 
 
 def evaluate(*args):
-    return run_main(evaluate_script.main, list(args))
+    return run_main(evaluate_app.main, list(args))
 
 
 def test_evaluate_writes_results_tables_plots_and_wandb(run_dir, capsys):

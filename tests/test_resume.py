@@ -13,14 +13,13 @@ import os
 
 import pytest
 import torch
-from conftest import REPO, load_script
+from conftest import REPO
 
 from seg import checkpoint
+from seg.apps import evaluate as evaluate_app
+from seg.apps import train as train_app
 from seg.cli import run_main
 from seg.files import write_json_atomic
-
-train_script = load_script("train")
-evaluate_script = load_script("evaluate")
 
 TINY = [
     "data.image_size=64",
@@ -35,7 +34,7 @@ TINY = [
 
 def train(out, root, *args):
     return run_main(
-        train_script.main,
+        train_app.main,
         ["--config", str(REPO / "configs" / "synthetic.yaml"), f"run.out_dir={out}", f"data.root={root}", *TINY, *args],
     )
 
@@ -167,7 +166,7 @@ class _Payload:
 
 
 def _evaluate(*args):
-    return run_main(evaluate_script.main, list(args))
+    return run_main(evaluate_app.main, list(args))
 
 
 def test_checkpoints_load_weights_only_and_bad_ones_are_refused(tmp_path, synthetic_root, capsys):

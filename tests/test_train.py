@@ -8,12 +8,12 @@ import re
 import pytest
 import torch
 import yaml
-from conftest import REPO, load_script
+from conftest import REPO
 from wandb_records import config_values, history_rows, summary_values
 
+from seg.apps import audit as audit_app
+from seg.apps import train as train_app
 from seg.cli import run_main
-
-train_script = load_script("train")
 
 TINY = [
     "data.image_size=64",
@@ -27,7 +27,7 @@ TINY = [
 
 
 def train(*args):
-    return run_main(train_script.main, list(args))
+    return run_main(train_app.main, list(args))
 
 
 def test_synthetic_run_writes_the_contract_files(tmp_path, synthetic_root, capsys):
@@ -146,7 +146,7 @@ def test_training_reads_weights_from_an_audit_stats_file(tmp_path, synthetic_roo
     """loss.stats_file: per_channel weights come from the audit's mask_stats.json, recorded with its hash."""
     import hashlib
 
-    audit_script = load_script("audit_masks")
+    audit_script = audit_app
     config = str(REPO / "configs" / "synthetic.yaml")
     assert (
         run_main(

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from seg.config import BASE_CONFIG, Config, ConfigError, expand_path, read_yaml
+from seg.config import BASE_CONFIG, Config, ConfigError, expand_path, mask_spec, read_yaml
 from seg.data.counts import Problem
 from seg.data.folders import IMAGE_SUFFIXES, split_samples
 from seg.data.formats import DataError, MaskSpec
@@ -175,9 +175,7 @@ def plan_from_config(
 ) -> AuditPlan:
     """Audit the data of a training config: its training split by default, split as training splits it."""
     d = cfg.data
-    spec = MaskSpec(
-        d.mask_format, tuple(d.classes), tuple(d.positive_values) if d.positive_values else None, d.ignore_index
-    )
+    spec = mask_spec(cfg)
     root = expand_path(d.root)
     if not root.is_dir():
         raise DataError(

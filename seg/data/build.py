@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seg.config import Config, expand_path
+from seg.config import Config, expand_path, mask_spec
 from seg.data.dataset import SegmentationDataset, check_image_sizes
 from seg.data.folders import Sample, split_samples
 from seg.data.formats import MaskSpec, decode_instances, read_raw
@@ -27,12 +27,6 @@ class RunData:
     val_samples: list[Sample]
     val_stems: list[str]
     train_counts: MaskCounts
-
-
-def mask_spec(cfg: Config) -> MaskSpec:
-    data = cfg.data
-    positive = tuple(data.positive_values) if data.positive_values is not None else None
-    return MaskSpec(data.mask_format, tuple(data.classes), positive, data.ignore_index)
 
 
 def prepare_data(cfg: Config, progress: bool = True) -> RunData:

@@ -29,29 +29,15 @@ PNG colour types that OpenCV alone would misread (``read_raw`` looks at the IHDR
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from seg.config.specs import MaskSpec  # noqa: F401 - re-exported: the spec the decoders take
 from seg.errors import DataError  # noqa: F401 - raised here, imported from here by callers
 
 BINARY_VALUES = (0, 1, 255)
-
-
-@dataclass(frozen=True)
-class MaskSpec:
-    """What the masks of a dataset are declared to contain."""
-
-    fmt: str
-    classes: tuple[str, ...]
-    positive_values: tuple[int, ...] | None = None
-    ignore_index: int | None = None
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
 
 
 def read_image(path: Path) -> np.ndarray:

@@ -210,7 +210,7 @@ class Evaluator:
         return block
 
     def reliability(self) -> dict[str, dict]:
-        """Reliability tables ({"raw": ..., "prior_corrected": ...}) for :func:`seg.scoring.calibration.plot_reliability`."""
+        """Reliability tables ({"raw": ..., "prior_corrected": ...}) for the reliability plot."""
         return {name: reliability_table(sums) for name, sums in self._reduced_ece().items()}
 
 

@@ -1,11 +1,8 @@
-"""Typed configuration: load YAML, apply overrides, validate once.
-
-This is the only module that reads raw config dicts. Everything below it takes a
-validated :class:`Config` (or plain arguments taken from it).
+"""Loading a config: YAML files, ``--set`` overrides, validation into :class:`Config`, paths.
 
 Loading order (later wins): ``configs/base.yaml`` (every default, with comments),
 the user's config file (only what differs), then ``--set key=value`` overrides.
-Unknown keys and wrong types raise :class:`ConfigError`, which the scripts turn
+Unknown keys and wrong types raise :class:`ConfigError`, which the apps turn
 into one line and exit code 2.
 """
 
@@ -15,197 +12,16 @@ import copy
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
+from seg.config.schema import Config
 from seg.errors import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BASE_CONFIG = REPO_ROOT / "configs" / "base.yaml"
-WEIGHTINGS = ("none", "global", "per_channel", "per_batch", "class_map", "border_map")
-
-# Ranges, checked when the config is loaded (before anything is created)
-Count = Annotated[int, Field(ge=0)]  # 0 allowed: workers, seeds, images to log
-Positive = Annotated[int, Field(ge=1)]  # epochs, batch size, steps, samples
-PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-MaskValue = Annotated[int, Field(ge=0, le=65535)]  # 8- or 16-bit PNG
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*")
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class RunConfig(_Section):
-    name: str
-    out_dir: str
-    seed: Count
-
-    @field_validator("name")
-    @classmethod
-    def _plain_name(cls, value: str) -> str:
-        if not _PLAIN_NAME.fullmatch(value) or ".." in value:
-            raise ValueError(
-                "must be a plain name (letters, digits and _ . + = -; no path separators, no '..'), "
-                f"got {value!r}: runs are written to run.out_dir/run.name"
-            )
-        return value
-
-
-class DataConfig(_Section):
-    root: str
-    mask_format: Literal["binary", "index", "multilabel", "instance"]
-    classes: list[str]
-    positive_values: list[MaskValue] | None
-    ignore_index: MaskValue | None
-    image_size: int
-    num_workers: Count
-    val_fraction: float
-    split_seed: Count
-    val_stems: list[str] | None
-    samples_per_epoch: Positive | None
-    max_val_images: Positive | None
-    synthetic: bool
-
-    @field_validator("image_size")
-    @classmethod
-    def _multiple_of_32(cls, value: int) -> int:
-        if value <= 0 or value % 32:
-            raise ValueError(f"must be a positive multiple of 32 (U-Net downsamples 5 times), got {value}")
-        return value
-
-    @field_validator("val_fraction")
-    @classmethod
-    def _fraction(cls, value: float) -> float:
-        if not 0.0 < value < 1.0:
-            raise ValueError(f"must be between 0 and 1, got {value}")
-        return value
-
-    @model_validator(mode="after")
-    def _format_keys(self) -> DataConfig:
-        if not self.classes:
-            raise ValueError("data.classes must name at least one channel")
-        if any(not name.strip() or "/" in name for name in self.classes):
-            raise ValueError(f"data.classes: channel names must be non-empty and without '/', got {self.classes}")
-        if self.positive_values is not None and not self.positive_values:
-            raise ValueError("data.positive_values must list at least one mask value (or be null)")
-        if len(set(self.classes)) != len(self.classes):
-            raise ValueError(f"data.classes has duplicate names: {self.classes}")
-        if self.mask_format in ("binary", "instance") and len(self.classes) != 1:
-            raise ValueError(f"data.mask_format {self.mask_format} has one channel; data.classes must list one name")
-        return self
-
-
-class ModelConfig(_Section):
-    arch: str
-    encoder: str
-    encoder_weights: str | None
-
-
-class TrainConfig(_Section):
-    epochs: Positive
-    batch_size: Positive
-    lr: PositiveFloat
-    weight_decay: NonNegativeFloat
-    device: Literal["auto", "cpu", "cuda"]
-    amp: bool
-    channels_last: bool
-    max_steps_per_epoch: Positive | None
-
-
-class BorderConfig(_Section):
-    instances_from: Literal["instance", "positive", "negative"]
-    connectivity: Literal[4, 8]
-    w0: NonNegativeFloat
-    sigma: PositiveFloat
-
-
-class LossConfig(_Section):
-    weighting: Literal["none", "global", "per_channel", "per_batch", "class_map", "border_map"]
-    apply_as: Literal["pos_weight", "weight"]
-    negatives: Literal["pixels", "all_zero"]
-    clamp: tuple[PositiveFloat, PositiveFloat]
-    normalize: bool
-    stats_file: str | None
-    ema: float | None
-    border: BorderConfig
-
-    @field_validator("clamp")
-    @classmethod
-    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if not 0.0 < value[0] <= value[1]:
-            raise ValueError(f"must be [min, max] with 0 < min <= max, got {list(value)}")
-        return value
-
-    @field_validator("ema")
-    @classmethod
-    def _momentum(cls, value: float | None) -> float | None:
-        if value is not None and not 0.0 <= value < 1.0:
-            raise ValueError(f"must be in [0, 1) (weight of the previous value), got {value}")
-        return value
-
-
-class MetricsConfig(_Section):
-    threshold: Literal["0.5", "prior_corrected", "tuned"]
-    empty: Literal["nan", "one", "zero"]
-
-    @field_validator("threshold", mode="before")
-    @classmethod
-    def _number_to_name(cls, value: Any) -> Any:
-        return "0.5" if value == 0.5 else value
-
-
-class WandbConfig(_Section):
-    mode: Literal["offline", "online", "disabled"]
-    project: Annotated[str, Field(min_length=1)]
-    group: str | None
-    log_images: Count
-
-
-class LoggingConfig(_Section):
-    wandb: WandbConfig
-
-
-class Config(_Section):
-    run: RunConfig
-    data: DataConfig
-    model: ModelConfig
-    train: TrainConfig
-    loss: LossConfig
-    metrics: MetricsConfig
-    logging: LoggingConfig
-
-    @model_validator(mode="after")
-    def _cross_checks(self) -> Config:
-        fmt, loss = self.data.mask_format, self.loss
-        if loss.negatives == "all_zero" and fmt != "multilabel":
-            raise ValueError(
-                "loss.negatives: all_zero applies to multilabel masks only "
-                f"(data.mask_format is {fmt}: every valid pixel belongs to some class); use pixels"
-            )
-        if fmt in ("binary", "instance") and not self.data.positive_values:
-            raise ValueError(f"data.positive_values must list the mask values of the positive class for {fmt} masks")
-        if loss.weighting == "border_map" and fmt == "index":
-            raise ValueError(
-                "loss.weighting: border_map needs instances; index masks (e.g. CamVid) have none. "
-                "Use class_map, per_channel or per_batch"
-            )
-        if loss.weighting == "border_map" and loss.border.instances_from != "instance" and fmt != "binary":
-            raise ValueError(
-                f"loss.border.instances_from: {loss.border.instances_from} (connected components of one class) "
-                f"needs a binary mask; with {fmt} masks use instance (labels in instances/ beside masks/)"
-            )
-        return self
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.data.classes)
-
-
-# ---------------------------------------------------------------- loading
 
 
 def read_yaml(path: Path) -> dict:

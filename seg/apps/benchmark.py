@@ -1,0 +1,39 @@
+"""Run the benchmark sections side by side and print Markdown (kept in BENCHMARKS.md).
+
+python scripts/benchmark.py            # full sizes
+python scripts/benchmark.py --quick    # small sizes, for a smoke run
+python scripts/benchmark.py --only border_map
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from pathlib import Path
+
+from seg.benchmarks import SECTIONS, load_sections
+from seg.cli import ArgumentParser
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "benchmark.py"  # the command provenance records
+
+
+def main(argv=None) -> int:
+    parser = ArgumentParser(prog="benchmark.py", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    args = parser.parse_args(argv)
+    import torch
+
+    print("# Benchmarks\n")
+    print(
+        f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}; torch {torch.__version__}; "
+        f"{'quick' if args.quick else 'full'} sizes. Ratios are measured side by side in one run.\n"
+    )
+    for section in load_sections(args.only):
+        print(f"## {section.NAME}\n")
+        print(f"Target: {section.TARGET}\n")
+        for line in section.run(quick=args.quick):
+            print(line)
+        print()
+        sys.stdout.flush()
+    return 0
