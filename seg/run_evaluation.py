@@ -36,7 +36,8 @@ from seg.outputs.examples import overlay_examples
 from seg.outputs.tables import markdown_table, overlay_grid, save_overlay_grid
 from seg.provenance import provenance
 from seg.scoring.calibration import plot_reliability
-from seg.scoring.validation import Evaluator, log_q
+from seg.scoring.thresholds import log_q
+from seg.scoring.validation import Evaluator
 from seg.tracking import Tracker
 from seg.training import resolve_device
 
@@ -105,14 +106,14 @@ def evaluate_run(
 
     test_set = split_dataset(cfg, "test") if split == "test" else None  # refused before any work if missing
     dataset = split_dataset(cfg, "val")
-    evaluator = Evaluator(len(names), dev, log_q(effective), cfg.metrics.empty)
+    evaluator = Evaluator.from_config(cfg.metrics, len(names), dev, log_q(effective))
     loss = _run_pass(model, dataset, evaluator, options, cfg, "val")
     if test_set is not None:  # thresholds tuned on val, applied unchanged to test
         tuned = evaluator.collect()[1]["tuned"]
         dataset = test_set
-        evaluator = Evaluator(len(names), dev, log_q(effective), cfg.metrics.empty, tuned_thresholds=tuned)
+        evaluator = Evaluator.from_config(cfg.metrics, len(names), dev, log_q(effective), tuned)
         loss = _run_pass(model, dataset, evaluator, options, cfg, "test")
-    metrics = evaluator.compute(names, cfg.metrics.threshold)
+    metrics = evaluator.compute(names)
     result = {
         "run": cfg.run.name,
         "split": split,
@@ -141,7 +142,7 @@ def evaluate_run(
             overlay_grid(*examples),
             names,
             run_dir / f"eval-{split}-overlays.png",
-            title=f"{title}, threshold {cfg.metrics.threshold}",
+            title=f"{title}, threshold {evaluator.threshold}",
         )
     _log_to_wandb(cfg, run_dir, split, metrics, names, examples, wandb_mode or cfg.logging.wandb.mode)
     return result

@@ -43,7 +43,8 @@ from seg.files import json_text, make_folder, strict, write_json_atomic, write_t
 from seg.models import build_model
 from seg.outputs.examples import overlay_examples
 from seg.provenance import provenance
-from seg.scoring.validation import Evaluator, log_q
+from seg.scoring.thresholds import log_q
+from seg.scoring.validation import Evaluator
 from seg.tracking import Tracker, append_metrics, truncate_metrics
 from seg.weighting.registry import DatasetCounts, Weighting, build_weighting
 
@@ -286,9 +287,9 @@ def _train(
                 last_path,
             )
         effective = effective_weights(train["sums"], len(names))
-        evaluator = Evaluator(len(names), device, log_q(effective), cfg.metrics.empty)
+        evaluator = Evaluator.from_config(cfg.metrics, len(names), device, log_q(effective))
         val_loss = evaluate(model, val_loader, evaluator, options, desc=f"epoch {epoch}/{cfg.train.epochs} val")
-        val = evaluator.compute(names, cfg.metrics.threshold)
+        val = evaluator.compute(names)
         seconds = time.perf_counter() - start
         state["epoch_times"] = state.get("epoch_times", []) + [seconds]
         mean_weight = float(train["sums"].mean_applied_weight()) if train["sums"] is not None else 1.0

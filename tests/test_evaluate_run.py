@@ -18,7 +18,8 @@ from seg.data.dataset import pad_collate
 from seg.data.synthetic import generate
 from seg.models import build_model
 from seg.run_evaluation import split_dataset
-from seg.scoring.validation import Evaluator, log_q
+from seg.scoring.thresholds import log_q
+from seg.scoring.validation import Evaluator
 
 EFFECTIVE = [1.5, 4.0, 20.0]
 

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from seg.scoring.metrics import confusion_counts, dice_score, logit_boundaries, probability_grid
-from seg.scoring.validation import POLICIES, TUNED_NOTE, Evaluator, batch_statistics, log_q
+from seg.scoring.metrics import confusion_counts, dice_score
+from seg.scoring.policies import POLICIES, TUNED_NOTE
+from seg.scoring.thresholds import log_q, logit_boundaries, probability_grid
+from seg.scoring.validation import Evaluator, batch_statistics
 
 NAMES = ["a", "b", "c"]
 SCORE_KEYS = {"dice", "iou", "micro", "per_image", "per_channel", "empty_image_fp_rate", "thresholds"}

@@ -13,21 +13,15 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from seg.scoring.metrics import (
-    all_gather_rows,
-    all_reduce_counts,
+from seg.distributed import all_gather_rows, all_reduce_counts
+from seg.scoring.metrics import confusion_counts, dice_score, empty_image_fp_rate, iou_score, score_block, to_float
+from seg.scoring.thresholds import (
     best_threshold_indices,
-    confusion_counts,
     counts_at,
     counts_at_every_threshold,
-    dice_score,
-    empty_image_fp_rate,
-    iou_score,
     logit_boundaries,
     probability_grid,
-    score_block,
     threshold_histograms,
-    to_float,
 )
 
 NAN = float("nan")

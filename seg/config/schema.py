@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from seg.scoring.policies import POLICIES
+
 # Ranges, checked when the config is loaded (before anything is created)
 Count = Annotated[int, Field(ge=0)]  # 0 allowed: workers, seeds, images to log
 Positive = Annotated[int, Field(ge=1)]  # epochs, batch size, steps, samples
@@ -133,13 +135,20 @@ class LossConfig(_Section):
 
 
 class MetricsConfig(_Section):
-    threshold: Literal["0.5", "prior_corrected", "tuned"]
+    threshold: str  # one of seg.scoring.policies.POLICIES
     empty: Literal["nan", "one", "zero"]
 
     @field_validator("threshold", mode="before")
     @classmethod
     def _number_to_name(cls, value: Any) -> Any:
         return "0.5" if value == 0.5 else value
+
+    @field_validator("threshold")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        if value not in POLICIES:
+            raise ValueError(f"must be one of {', '.join(POLICIES)}, got {value!r}")
+        return value
 
 
 class WandbConfig(_Section):

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from scipy import stats
 
-POLICIES = ("0.5", "prior_corrected", "tuned")  # threshold policies of val.by_threshold
+from seg.scoring.policies import POLICIES
+
 SCORES = ("dice", "iou")
 CALIBRATION = ("raw", "prior_corrected")  # val.ece variants
 MACRO = "macro"

@@ -16,9 +16,9 @@ import re
 from pathlib import Path
 
 from seg.config import ConfigError, expand_path
-from seg.experiments.aggregate import CSV_COLUMNS, MACRO, POLICIES, aggregate, find, format_csv_value
+from seg.experiments.aggregate import CSV_COLUMNS, MACRO, aggregate, find, format_csv_value
+from seg.scoring.policies import POLICIES, POLICY_LABELS
 
-POLICY_LABELS = {"0.5": "0.5", "prior_corrected": "prior-corrected", "tuned": "tuned on val (optimistic)"}
 PLOTS = {"dice_per_channel": "dice_per_channel.png", "dice_vs_frequency": "dice_vs_frequency.png"}
 DASH = "–"
 MANIFEST = "experiment.json"  # written by seg.experiments.grid, read here

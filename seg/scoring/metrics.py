@@ -3,7 +3,7 @@
 Counting: :func:`confusion_counts` gives tp, fp, fn, tn per image and channel as
 an int64 tensor [N, C, 4]. Counts are summed across batches on the device, with no
 host synchronisation, and combined across DDP ranks as counts, never ratios
-(:func:`all_reduce_counts`, :func:`all_gather_rows`).
+(:mod:`seg.distributed`).
 
 Scoring: :func:`dice_score` / :func:`iou_score` with an explicit reduction, in
 segmentation_models_pytorch's meanings:
@@ -18,17 +18,12 @@ segmentation_models_pytorch's meanings:
 ``empty`` decides the score where ground truth and prediction are both empty
 (tp + fp + fn == 0): ``nan`` (left out of every mean, as nnU-Net), ``one`` or ``zero``.
 
-Many thresholds at once: :func:`threshold_histograms` counts, per image and channel,
-the valid pixels of each class (negative, positive) between consecutive thresholds of
-a grid; :func:`counts_at_every_threshold` and :func:`counts_at` turn the cumulative
-sums into tp, fp, fn, tn at any grid threshold, so a threshold can be tuned after the
-pass without running the model again.
+Many thresholds at once (histograms of logits, tuned thresholds): :mod:`seg.scoring.thresholds`.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 
 REDUCTIONS = ("micro", "macro", "per_image", "none")
 EMPTY_POLICIES = ("nan", "one", "zero")
@@ -38,7 +33,7 @@ TP, FP, FN, TN = range(4)
 # ------------------------------------------------------------------------ counting
 
 
-def _check_shapes(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> None:
+def check_shapes(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> None:
     shape = tuple(logits.shape)
     if logits.dim() != 4 or target.shape != logits.shape:
         raise ValueError(f"logits and target must both be [N,C,H,W]; got {shape} and {tuple(target.shape)}")
@@ -64,7 +59,7 @@ def confusion_counts(
     logit_threshold: a float or a (C,1,1) tensor; a pixel is predicted positive
     where logit > threshold (0.0 is probability 0.5).
     """
-    _check_shapes(logits, target, valid)
+    check_shapes(logits, target, valid)
     pred = logits > logit_threshold
     truth = target >= 0.5
     if valid is None:
@@ -78,46 +73,6 @@ def confusion_counts(
     fn = truth.sum(dim=(2, 3)) - tp
     tn = pixels - tp - fp - fn
     return torch.stack([tp, fp, fn, tn], dim=-1)
-
-
-# ------------------------------------------------------------------- distributed
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def all_reduce_counts(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum ``tensor`` over DDP ranks in place (and return it); a no-op outside DDP.
-
-    For dataset-level quantities that add up: counts [C,4], histograms [C,2,G+1],
-    calibration sums [C,bins,3]. Never use it on ratios.
-    """
-    if _distributed():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
-
-
-def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``tensor`` [n_rank, ...] over DDP ranks along dim 0: [sum n_rank, ...].
-
-    Per-image counts cannot be summed over ranks (each rank holds other images), so
-    they are gathered; ranks may hold different numbers of images (rows are padded to
-    the largest count for the collective and trimmed after). Rank order, then row
-    order; a no-op outside DDP. Every rank must call it.
-    """
-    if not _distributed():
-        return tensor
-    world = dist.get_world_size()
-    size = torch.tensor([tensor.shape[0]], device=tensor.device)
-    sizes = [torch.zeros_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size)
-    rows = [int(s) for s in sizes]
-    padded = tensor.new_zeros((max(rows), *tensor.shape[1:]))
-    padded[: tensor.shape[0]] = tensor
-    parts = [torch.zeros_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded)
-    return torch.cat([part[:n] for part, n in zip(parts, rows, strict=False)])
 
 
 # ------------------------------------------------------------------------- scores
@@ -208,79 +163,3 @@ def score_block(counts: torch.Tensor, class_names: list[str], empty: str) -> dic
         },
         "empty_image_fp_rate": {name: to_float(fp_rate[c]) for c, name in enumerate(class_names)},
     }
-
-
-# -------------------------------------------------------------- many thresholds
-
-
-def probability_grid(step: float = 0.01) -> torch.Tensor:
-    """Probability thresholds step, 2*step, ..., 1 - step as float64 (G,): 0.01..0.99 by default."""
-    steps = round(1.0 / step)
-    if steps < 2 or abs(steps * step - 1.0) > 1e-9:
-        raise ValueError(f"step must divide 1 into at least 2 parts, got {step}")
-    return torch.arange(1, steps, dtype=torch.float64) / steps
-
-
-def logit_boundaries(probabilities: torch.Tensor) -> torch.Tensor:
-    """float32 logits of increasing probability thresholds (G,): p > t exactly where logit > log(t/(1-t))."""
-    return torch.logit(probabilities.double()).float()
-
-
-def threshold_histograms(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    valid: torch.Tensor | None,
-    boundaries: torch.Tensor,
-) -> torch.Tensor:
-    """Valid pixels per image, channel, class and grid interval: int32 [N, C, 2, G+1].
-
-    boundaries (G,) increasing logit thresholds. hist[n, c, y, i] counts the valid
-    pixels of class y (0 negative, 1 positive) whose logit exceeds exactly i of the
-    boundaries, i.e. boundaries[i-1] < logit <= boundaries[i]. A pixel is predicted
-    positive at threshold k (0-based) where i > k. No host synchronisation.
-    """
-    _check_shapes(logits, target, valid)
-    n, c = logits.shape[:2]
-    slots = boundaries.numel() + 1
-    interval = torch.bucketize(logits.contiguous(), boundaries.to(logits.dtype))  # (channels_last -> copy)
-    truth = (target >= 0.5).long()
-    image_channel = torch.arange(n * c, device=logits.device).view(n, c, 1, 1)
-    index = (image_channel * 2 + truth) * slots + interval
-    if valid is not None:
-        index = torch.where(valid.bool(), index, n * c * 2 * slots)  # invalid pixels go to a spare slot
-    hist = torch.zeros(n * c * 2 * slots + 1, dtype=torch.long, device=logits.device)
-    hist.scatter_add_(0, index.flatten(), torch.ones(1, dtype=torch.long, device=logits.device).expand(index.numel()))
-    return hist[:-1].view(n, c, 2, slots).int()
-
-
-def _above(hist: torch.Tensor) -> torch.Tensor:
-    """Pixels above each interval: above[..., i] = sum(hist[..., i:]) (int64)."""
-    return hist.long().flip(-1).cumsum(-1).flip(-1)
-
-
-def counts_at_every_threshold(hist: torch.Tensor) -> torch.Tensor:
-    """tp, fp, fn, tn at every grid threshold from histograms [..., 2, G+1]: int64 [..., G, 4]."""
-    above = _above(hist)
-    total = above[..., 0:1]  # [..., 2, 1]
-    tp, fp = above[..., 1, 1:], above[..., 0, 1:]
-    return torch.stack([tp, fp, total[..., 1, :] - tp, total[..., 0, :] - fp], dim=-1)
-
-
-def counts_at(hist: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """tp, fp, fn, tn at grid threshold ``index[c]`` (long (C,)) per channel from
-    histograms [..., C, 2, G+1]: int64 [..., C, 4]."""
-    above = _above(hist)
-    shape = (*above.shape[:-1], 1)
-    picked = above.gather(-1, (index + 1).view(-1, 1, 1).expand(shape)).squeeze(-1)  # [..., C, 2]
-    tp, fp = picked[..., 1], picked[..., 0]
-    return torch.stack([tp, fp, above[..., 1, 0] - tp, above[..., 0, 0] - fp], dim=-1)
-
-
-def best_threshold_indices(hist: torch.Tensor) -> torch.Tensor:
-    """Per channel, the grid index maximising dataset-level Dice: long (C,).
-
-    hist: dataset-level histograms [C, 2, G+1]. Both-empty scores 1 here (predicting
-    nothing where nothing is present is right); ties go to the lowest threshold.
-    """
-    dice = dice_from_counts(counts_at_every_threshold(hist), empty="one")  # [C, G]
-    return dice.argmax(dim=-1)

@@ -38,24 +38,18 @@ from __future__ import annotations
 
 import torch
 
+from seg.config.schema import MetricsConfig
+from seg.distributed import all_gather_rows, all_reduce_counts
 from seg.scoring.calibration import ECE_BINS, calibration_sums, expected_calibration_error, reliability_table
-from seg.scoring.metrics import (
-    EMPTY_POLICIES,
-    all_gather_rows,
-    all_reduce_counts,
+from seg.scoring.metrics import EMPTY_POLICIES, confusion_counts, score_block, to_float
+from seg.scoring.policies import FIXED_NOTE, POLICIES, TUNED_NOTE
+from seg.scoring.thresholds import (
     best_threshold_indices,
-    confusion_counts,
     counts_at,
     logit_boundaries,
     probability_grid,
-    score_block,
     threshold_histograms,
-    to_float,
 )
-
-POLICIES = ("0.5", "prior_corrected", "tuned")
-TUNED_NOTE = "tuned on val (optimistic): thresholds chosen on the images they are scored on"
-FIXED_NOTE = "thresholds tuned on another split (given), applied here"
 
 
 def batch_statistics(
@@ -104,6 +98,7 @@ class Evaluator:
     empty: score where truth and prediction are both empty (nan | one | zero).
     grid_step: spacing of the probability grid searched by ``tuned``.
     tuned_thresholds: (C,) probabilities to use for ``tuned`` instead of searching.
+    threshold: the policy whose scores ``compute`` reports at the top level (one of POLICIES).
     Memory per image: C*(3*4*8 + 2*(G+1)*4) bytes (C=12, G=99: about 10 KB).
     """
 
@@ -116,9 +111,13 @@ class Evaluator:
         grid_step: float = 0.01,
         ece_bins: int = ECE_BINS,
         tuned_thresholds: torch.Tensor | list[float] | None = None,
+        threshold: str = "0.5",
     ) -> None:
         if empty not in EMPTY_POLICIES:
             raise ValueError(f"empty must be one of {EMPTY_POLICIES}, got {empty!r}")
+        if threshold not in POLICIES:
+            raise ValueError(f"threshold must be one of {POLICIES}, got {threshold!r}")
+        self.threshold = threshold
         self.num_channels = num_channels
         self.device = torch.device(device)
         self.empty = empty
@@ -132,6 +131,20 @@ class Evaluator:
             self.tuned_thresholds = _channel_vector(tuned_thresholds, num_channels, "tuned_thresholds", 0.5)
             self.tuned_logits = torch.logit(self.tuned_thresholds.double()).float().to(self.device)
         self.reset()
+
+    @classmethod
+    def from_config(
+        cls,
+        metrics: MetricsConfig,
+        num_channels: int,
+        device: torch.device | str,
+        log_q: torch.Tensor | None = None,
+        tuned_thresholds: torch.Tensor | list[float] | None = None,
+    ) -> Evaluator:
+        """An Evaluator with the config's ``metrics.empty`` and ``metrics.threshold`` (their one reader)."""
+        return cls(
+            num_channels, device, log_q, metrics.empty, tuned_thresholds=tuned_thresholds, threshold=metrics.threshold
+        )
 
     def reset(self) -> None:
         """Forget everything accumulated (start of a new validation pass)."""
@@ -178,9 +191,10 @@ class Evaluator:
             thresholds["tuned"] = self.grid[index]
         return counts, thresholds
 
-    def compute(self, class_names: list[str], threshold: str = "0.5") -> dict:
-        """The summary ``val`` block: the chosen threshold's scores, plus ``by_threshold``,
-        ``ece``, ``empty_policy``, ``threshold`` and ``num_images``."""
+    def compute(self, class_names: list[str], threshold: str | None = None) -> dict:
+        """The summary ``val`` block: the chosen threshold's scores (``threshold``, default the
+        Evaluator's), plus ``by_threshold``, ``ece``, ``empty_policy``, ``threshold`` and ``num_images``."""
+        threshold = self.threshold if threshold is None else threshold
         if threshold not in POLICIES:
             raise ValueError(f"threshold must be one of {POLICIES}, got {threshold!r}")
         if len(class_names) != self.num_channels:
@@ -212,16 +226,3 @@ class Evaluator:
     def reliability(self) -> dict[str, dict]:
         """Reliability tables ({"raw": ..., "prior_corrected": ...}) for the reliability plot."""
         return {name: reliability_table(sums) for name, sums in self._reduced_ece().items()}
-
-
-def log_q(effective_pos_weight: list[float] | torch.Tensor) -> torch.Tensor:
-    """log(q_eff) as a float32 (C,1,1) logit shift for the prior-corrected threshold.
-
-    ``effective_pos_weight``: C positive numbers (summary.json's ``effective_pos_weight``).
-    The logarithm is taken in float64 and rounded once, so the shift does not depend on the
-    float32 ``log`` of the torch build or CPU at hand.
-    """
-    q = torch.as_tensor(effective_pos_weight, dtype=torch.float64).flatten()
-    if not bool((q > 0).all()):
-        raise ValueError(f"effective_pos_weight must be positive, got {q.tolist()}")
-    return q.log().float().view(-1, 1, 1)

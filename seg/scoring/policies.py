@@ -1,0 +1,13 @@
+"""The threshold policies, named once: what ``metrics.threshold`` may say and ``val.by_threshold`` holds.
+
+- ``0.5``: logit > 0;
+- ``prior_corrected``: logit > log q_eff per channel (q_eff the effective pos_weight);
+- ``tuned``: per channel, the grid threshold that maximises dataset-level Dice.
+"""
+
+from __future__ import annotations
+
+POLICIES = ("0.5", "prior_corrected", "tuned")
+POLICY_LABELS = {"0.5": "0.5", "prior_corrected": "prior-corrected", "tuned": "tuned on val (optimistic)"}
+TUNED_NOTE = "tuned on val (optimistic): thresholds chosen on the images they are scored on"
+FIXED_NOTE = "thresholds tuned on another split (given), applied here"
