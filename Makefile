@@ -1,5 +1,6 @@
 # make train: set up .venv if needed, train the default job (synthetic data), print results.
-# make test:  set up .venv if needed, run the whole test suite.
+# make test:  set up .venv if needed, run make lint, then the whole test suite.
+# make lint:  ruff (lint rules and format, line length 120) and mypy over seg/, as configured in pyproject.toml.
 # make lock:  re-resolve requirements.lock from pyproject.toml (deliberately; see below).
 #
 # .venv is installed from requirements.lock (every package pinned with ==), then the
@@ -17,7 +18,7 @@ export WANDB_SILENT := true
 # Installs exactly the lock, then the project without its dependencies.
 INSTALL_LOCK := $(PY) -m pip install --quiet -r $(LOCK) && $(PY) -m pip install --quiet --no-deps -e .
 
-.PHONY: install check-lock lock train test benchmark clean
+.PHONY: install check-lock lock lint train test benchmark clean
 
 install: $(STAMP)
 
@@ -56,7 +57,13 @@ lock:
 train: check-lock
 	$(PY) scripts/train.py --config configs/synthetic.yaml
 
-test: check-lock
+# The same checks as .pre-commit-config.yaml; no finding is allowed.
+lint: check-lock
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: lint
 	$(PY) -m pytest -q
 
 benchmark: check-lock

@@ -1,4 +1,4 @@
-"""The training loop as a handful of verbs: train_one_epoch, evaluate, fit.
+"""The training loop as a handful of verbs: train_one_epoch, evaluate, overlay_examples.
 
 Nothing in the per-step path synchronises with the host: losses, weight sums and
 metric counts are accumulated as device tensors and read once per epoch. The
@@ -11,14 +11,25 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
+from seg.data.dataset import SegmentationDataset, pad_collate
+from seg.data.reading import read_image
 from seg.errors import TrainingDiverged
-from seg.losses import WeightSums, weighted_bce
+from seg.losses import WeightedBCELoss, WeightSums
 from seg.scoring.metrics import confusion_counts, dice_score, to_float
 from seg.scoring.validation import Evaluator
-from seg.weighting.registry import Weighting
+
+
+class NonFiniteLoss(TrainingDiverged):
+    """A non-finite loss at ``step`` (1-based) of the epoch; the caller adds the epoch and the last good
+    checkpoint to the message it shows."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"non-finite loss at step {step}")
+        self.step = step
 
 
 @dataclass
@@ -26,8 +37,6 @@ class StepOptions:
     """How a training step runs (plain values taken from the config at the edge)."""
 
     device: torch.device
-    apply_as: str = "pos_weight"
-    normalize: bool = False
     amp: bool = False
     channels_last: bool = True
     max_steps: int | None = None
@@ -58,11 +67,11 @@ def train_one_epoch(
     loader,
     optimizer: torch.optim.Optimizer,
     scheduler,
-    weighting: Weighting,
+    criterion: WeightedBCELoss,
     options: StepOptions,
     desc: str = "train",
 ) -> dict:
-    """One pass over ``loader``.
+    """One pass over ``loader``, minimising ``criterion`` (its strategy on the device already).
 
     Returns the mean loss, train Dice (macro, at 0.5), the WeightSums, the largest map weight,
     and the mean per-channel weight over the epoch (per-channel strategies; else None).
@@ -82,10 +91,7 @@ def train_one_epoch(
         batch = to_device(batch, options)
         with autocast(options):
             logits = model(batch["image"])
-        weight = weighting.batch_weight(batch)
-        loss, step_sums = weighted_bce(
-            logits, batch["target"], batch["valid"], weight, options.apply_as, options.normalize
-        )
+        loss, step_sums, weight = criterion(logits, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -104,6 +110,8 @@ def train_one_epoch(
         steps += 1
     bar.close()
     raise_if_diverged(first_bad)
+    if counts is None:
+        raise ValueError("train_one_epoch: the loader yielded no batch")
     return {
         "loss": float(loss_sum) / max(steps, 1),
         "dice": to_float(dice_score(counts[None].cpu(), "macro")),
@@ -135,6 +143,35 @@ def evaluate(model: torch.nn.Module, loader, evaluator: Evaluator, options: Step
         pixels += batch["valid"].sum() * logits.shape[1]
         evaluator.update(logits, batch["target"], batch["valid"])
     return float(loss_sum / pixels.clamp(min=1))
+
+
+@torch.no_grad()
+def overlay_examples(
+    model: torch.nn.Module,
+    dataset: SegmentationDataset,
+    count: int,
+    options: StepOptions,
+    logit_threshold: torch.Tensor | float = 0.0,
+) -> tuple[list, list, list]:
+    """Predictions for people to look at: the first ``count`` items of ``dataset`` as images uint8
+    [H,W,3], truths and predictions uint8 [H,W,C] in {0,1} (logit > ``logit_threshold``)."""
+    model.eval()
+    items = [dataset[i] for i in range(min(count, len(dataset)))]
+    if not items:
+        return [], [], []
+    batch = to_device(pad_collate(items), options)
+    with autocast(options):
+        logits = model(batch["image"]).float()
+    threshold = logit_threshold.to(logits.device) if isinstance(logit_threshold, torch.Tensor) else logit_threshold
+    preds = (logits > threshold).cpu().numpy().astype(np.uint8)
+    images, truths, predictions = [], [], []
+    for row, item in enumerate(items):
+        image = read_image(dataset.samples[item["index"]].image)
+        h, w = image.shape[:2]
+        images.append(image)
+        truths.append(item["target"].numpy().transpose(1, 2, 0)[:h, :w].astype(np.uint8))
+        predictions.append(preds[row].transpose(1, 2, 0)[:h, :w])
+    return images, truths, predictions
 
 
 def epoch_row(
@@ -175,13 +212,11 @@ def effective_weights(sums: WeightSums | None, num_channels: int) -> list[float]
 
 
 def raise_if_diverged(first_bad: torch.Tensor) -> None:
-    """Raise :class:`TrainingDiverged` if a non-finite loss was seen (one host sync); the caller adds
+    """Raise :class:`NonFiniteLoss` if a non-finite loss was seen (one host sync); the caller adds
     the epoch and the last good checkpoint to the message."""
     step = int(first_bad)
     if step >= 0:
-        err = TrainingDiverged(f"non-finite loss at step {step}")
-        err.step = step
-        raise err
+        raise NonFiniteLoss(step)
 
 
 def all_finite(model: torch.nn.Module) -> bool:

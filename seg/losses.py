@@ -13,17 +13,23 @@ Reduction over valid elements (``valid`` False = ignored, contributes nothing):
 
 Besides the loss, :func:`weighted_bce` returns the sums needed for the effective
 pos_weight (mean weight on positives / mean weight on negatives) and the mean
-applied weight, as tensors, without host synchronisation.
+applied weight, as tensors, without host synchronisation. :class:`WeightedBCELoss` is the
+criterion of a run: a weighting strategy (a submodule, its tensors buffers) and this function.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from seg.weighting.formulas import check_channel_weight
+
+if TYPE_CHECKING:
+    from seg.weighting.registry import Strategy
 
 APPLY_AS = ("pos_weight", "weight")
 
@@ -102,3 +108,27 @@ def weighted_bce(
     else:
         denominator = mask.sum() * logits.shape[1]
     return total / denominator.to(total.dtype).clamp(min=1e-12), sums
+
+
+class WeightedBCELoss(nn.Module):
+    """The training criterion: ``strategy.batch_weight(batch)`` then :func:`weighted_bce`.
+
+    The strategy is a submodule: its tensors (fixed weights, class weights, the per_batch EMA
+    state) are buffers, so they follow ``.to(device)`` and ``state_dict()`` (what a checkpoint
+    saves and a resumed run loads back).
+    """
+
+    def __init__(self, strategy: Strategy, apply_as: str = "pos_weight", normalize: bool = False) -> None:
+        super().__init__()
+        if apply_as not in APPLY_AS:
+            raise ValueError(f"apply_as must be one of {APPLY_AS}, got {apply_as!r}")
+        self.strategy = strategy
+        self.apply_as = apply_as
+        self.normalize = normalize
+
+    def forward(self, logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, WeightSums, torch.Tensor | None]:
+        """(loss (), WeightSums, the weight applied) for [B,C,H,W] logits and a batch with
+        ``target`` [B,C,H,W], ``valid`` [B,1,H,W] and whatever the strategy reads (``weight_map``)."""
+        weight = self.strategy.batch_weight(batch)
+        loss, sums = weighted_bce(logits, batch["target"], batch["valid"], weight, self.apply_as, self.normalize)
+        return loss, sums, weight

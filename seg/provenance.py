@@ -62,7 +62,7 @@ def package_version(distribution: str) -> str | None:
 @lru_cache(maxsize=1)
 def versions() -> dict:
     """Versions of python and of the libraries that compute the results (None where not installed)."""
-    out = {"python": platform.python_version()}
+    out: dict[str, str | None] = {"python": platform.python_version()}
     for distribution, key in PACKAGES.items():
         out[key] = package_version(distribution)
     import torch  # the build tag (e.g. 2.14.1+cu130: CUDA 13.0 wheel) says more than the package version

@@ -4,7 +4,7 @@ Writes into the run directory:
 
     eval-<split>.json              {"run", "split", "checkpoint", "epoch", "effective_pos_weight",
                                     "loss", "metrics": the val-style block (seg.scoring.validation)}
-    eval-<split>.md                the Markdown table (seg.outputs.tables.markdown_table)
+    eval-<split>.md                the Markdown table (seg.outputs.tables.results_table)
     eval-<split>-overlays.png      image | ground truth | prediction, at metrics.threshold
     eval-<split>-reliability.png   reliability diagram, raw and prior-corrected
     eval/<split>/wandb/            a W&B run of its own (same project and group, job_type "eval"):
@@ -26,16 +26,16 @@ from seg import checkpoint
 from seg.config import Config, ConfigError, expand_path, mask_spec, read_yaml, validate
 from seg.data.dataset import SegmentationDataset, pad_collate
 from seg.data.folders import find_samples, split_samples
-from seg.data.formats import DataError
 from seg.data.synthetic import ensure_synthetic
 from seg.data.transforms import eval_transform
-from seg.engine import StepOptions, evaluate
+from seg.engine import StepOptions, evaluate, overlay_examples
+from seg.errors import DataError
 from seg.files import write_json_atomic, write_text_atomic
 from seg.models import build_model
-from seg.outputs.examples import overlay_examples
-from seg.outputs.tables import markdown_table, overlay_grid, save_overlay_grid
+from seg.outputs.overlays import overlay_grid, save_overlay_grid
+from seg.outputs.reliability import plot_reliability
+from seg.outputs.tables import results_table
 from seg.provenance import provenance
-from seg.scoring.calibration import plot_reliability
 from seg.scoring.thresholds import log_q
 from seg.scoring.validation import Evaluator
 from seg.tracking import Tracker
@@ -126,7 +126,7 @@ def evaluate_run(
     }
 
     title = f"{cfg.run.name}: {split} (best.pt, epoch {saved.get('epoch')})"
-    table = markdown_table(metrics, names, title)
+    table = results_table(metrics, names, title)
     write_json_atomic(run_dir / f"eval-{split}.json", result)
     write_text_atomic(run_dir / f"eval-{split}.md", table)
     plot_reliability(
@@ -181,7 +181,8 @@ def _log_to_wandb(
         rows.append([policy, "macro", block["dice"], block["iou"], None])
     tracker.log_table(f"eval/{split}/table", ["threshold", "channel", "dice", "iou", "probability"], rows)
     if examples[0]:
-        tracker.log_overlays(f"eval/{split}/examples", *examples, names, step=1)
+        images, truths, predictions = examples
+        tracker.log_overlays(f"eval/{split}/examples", images, truths, predictions, names, step=1)
     tracker.log_image_file(f"eval/{split}/reliability", run_dir / f"eval-{split}-reliability.png", step=1)
     headline = {
         f"eval/{split}/{policy}/{m}": block[m]

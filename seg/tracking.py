@@ -12,6 +12,7 @@ import os
 import uuid
 import warnings
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -65,7 +66,7 @@ class Tracker:
             os.environ.setdefault("WANDB_SILENT", "true")
             self.run = wandb.init(
                 dir=str(run_dir),
-                mode=mode,
+                mode=cast(Any, mode),  # offline | online (disabled returned above)
                 project=project,
                 group=group,
                 name=name,
@@ -135,7 +136,7 @@ class Tracker:
         if self.run is None:
             return
         try:
-            self.run.log({key: self._wandb.Table(columns=columns, data=rows)})
+            self.run.log({key: self._wandb.Table(columns=list[Any](columns), data=rows)})
         except Exception as err:  # noqa: BLE001
             self._warn(err)
 

@@ -19,36 +19,44 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from seg import checkpoint, schedule
-from seg.config import (
-    Config,
-    ConfigError,
-    config_diff,
-    config_to_dict,
-    expand_path,
-    read_yaml,
-    replace,
-    save_config,
-    validate,
-)
-from seg.data.build import RunData, build_datasets, prepare_data
+from seg.config import Config, ConfigError, config_to_dict, expand_path, replace, save_config
 from seg.data.dataset import SegmentationDataset, pad_collate
-from seg.engine import StepOptions, all_finite, effective_weights, epoch_row, evaluate, train_one_epoch
-from seg.errors import TrainingDiverged
-from seg.files import json_text, make_folder, strict, write_json_atomic, write_text_atomic
+from seg.engine import (
+    NonFiniteLoss,
+    StepOptions,
+    all_finite,
+    effective_weights,
+    epoch_row,
+    evaluate,
+    overlay_examples,
+    train_one_epoch,
+)
+from seg.files import json_text, write_text_atomic
+from seg.losses import WeightedBCELoss
 from seg.models import build_model
-from seg.outputs.examples import overlay_examples
 from seg.provenance import provenance
+from seg.run_data import RunData, build_datasets, prepare_data
+from seg.run_files import (
+    FAILED,
+    build_summary,
+    check_resume,
+    diverged,
+    finish,
+    load_criterion_state,
+    make_run_directory,
+    open_tracker,
+    run_directory,
+)
 from seg.scoring.thresholds import log_q
 from seg.scoring.validation import Evaluator
-from seg.tracking import Tracker, append_metrics, truncate_metrics
-from seg.weighting.registry import DatasetCounts, Weighting, build_weighting
-
-FAILED = "FAILED"
+from seg.tracking import append_metrics, truncate_metrics
+from seg.weighting.registry import build_strategy, check_config
 
 
 def resolve_device(name: str) -> torch.device:
@@ -65,63 +73,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run_directory(cfg: Config) -> Path:
-    return expand_path(cfg.run.out_dir) / cfg.run.name
-
-
-def check_resume(cfg: Config, run_dir: Path) -> dict | None:
-    """None for a fresh run; the finished summary for a completed one; {} to resume.
-
-    A run directory left by an attempt that failed before its first checkpoint holds nothing
-    to resume: it is started afresh, even with another config.
-    """
-    saved = run_dir / "config.yaml"
-    if not saved.is_file():
-        return None
-    if not (run_dir / "checkpoints" / "last.pt").is_file() and not (run_dir / "summary.json").is_file():
-        print(f"{run_dir}: the previous attempt stopped before its first checkpoint; starting afresh")
-        return None
-    previous = validate(read_yaml(saved), str(saved))
-    diff = config_diff(previous, cfg, ignore=("train.epochs",))
-    if diff:
-        raise ConfigError(
-            f"{run_dir}: this run exists with a different config (differs in: {', '.join(diff)}); "
-            "choose another run.name, or rerun with the same config to resume"
-        )
-    summary_path = run_dir / "summary.json"
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        if summary.get("epochs_completed", 0) >= cfg.train.epochs:
-            return summary
-    return {}
-
-
-def make_run_directory(run_dir: Path) -> None:
-    """Create the run directory; a path that cannot be created is a user error naming it."""
-    make_folder(run_dir / "checkpoints", "run.out_dir")
-
-
-def weighting_for(cfg: Config, data: RunData) -> tuple[Weighting, dict]:
-    """The strategy, from the training split's counts or from loss.stats_file."""
+def build_criterion(cfg: Config, data: RunData) -> tuple[WeightedBCELoss, dict]:
+    """The loss of the run, its strategy built from the training split's counts or from loss.stats_file;
+    and where the counts came from (summary.json's stats_source, stats_sha256)."""
     counts = data.train_counts
     source = {"stats_source": "training split"}
-    dataset_counts = DatasetCounts(counts.positive_pixels, counts.valid_pixels, counts.all_zero_pixels)
     if cfg.loss.stats_file:
         from seg.audit import read_stats_file
 
         path = expand_path(cfg.loss.stats_file)
-        dataset_counts, sha256 = read_stats_file(path, list(cfg.data.classes))
+        counts, sha256 = read_stats_file(path, list(cfg.data.classes))
         source = {"stats_source": str(path), "stats_sha256": sha256}
-    weighting = build_weighting(
-        cfg.loss.weighting,
-        dataset_counts,
-        cfg.data.mask_format,
-        cfg.loss.negatives,
-        tuple(cfg.loss.clamp),
-        cfg.loss.ema,
-    )
-    weighting.all_reduce = torch.distributed.is_available() and torch.distributed.is_initialized()
-    return weighting, source
+    strategy = build_strategy(cfg.loss, counts, data.spec)
+    return WeightedBCELoss(strategy, cfg.loss.apply_as, cfg.loss.normalize), source
 
 
 def _loader(dataset, batch_size: int, shuffle: bool, workers: int, seed: int):
@@ -149,6 +113,7 @@ def fit(cfg: Config, progress: bool = True) -> dict:
             "torchrun with several processes: multi-process (DDP) training is not implemented yet; "
             "run python scripts/train.py (one process) instead"
         )
+    check_config(cfg)
     data = prepare_data(cfg, progress=progress)
     cfg = replace(cfg, data={"val_stems": data.val_stems})
     device = resolve_device(cfg.train.device)
@@ -157,7 +122,7 @@ def fit(cfg: Config, progress: bool = True) -> dict:
     if resume:
         print(f"{run_dir}: already trained for {resume['epochs_completed']} epochs; summary.json holds the results")
         return resume
-    weighting, stats_source = weighting_for(cfg, data)
+    criterion, stats_source = build_criterion(cfg, data)
     loaders = Loaders.build(cfg, data)
     seed_everything(cfg.run.seed)
     model = build_model(cfg.model.arch, cfg.model.encoder, cfg.model.encoder_weights, cfg.num_classes)
@@ -165,7 +130,7 @@ def fit(cfg: Config, progress: bool = True) -> dict:
     make_run_directory(run_dir)
     (run_dir / FAILED).unlink(missing_ok=True)
     try:
-        return _train(cfg, loaders, model, weighting, stats_source, device, run_dir, progress)
+        return _train(cfg, loaders, model, criterion, stats_source, device, run_dir, progress)
     except BaseException as err:
         if not (existed and isinstance(err, ConfigError)):  # a refused resume leaves the run as it was
             write_text_atomic(run_dir / FAILED, "".join(traceback.format_exception(err)))
@@ -204,7 +169,7 @@ def _train(
     cfg: Config,
     loaders: Loaders,
     model: torch.nn.Module,
-    weighting: Weighting,
+    criterion: WeightedBCELoss,
     stats_source: dict,
     device: torch.device,
     run_dir: Path,
@@ -215,10 +180,11 @@ def _train(
     model = model.to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    weighting.to(device)
+    criterion = criterion.to(device)
+    name = criterion.strategy.name
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     names = list(cfg.data.classes)
-    state = {"epoch": 0, "best_dice": -math.inf, "best_epoch": None, "epoch_times": []}
+    state: dict[str, Any] = {"epoch": 0, "best_dice": -math.inf, "best_epoch": None, "epoch_times": []}
     last_path, best_path = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
     saved = checkpoint.load(last_path, device) if last_path.is_file() else None
     if saved is None:
@@ -231,7 +197,7 @@ def _train(
         lr_schedule, scheduler = schedule.resume_schedule(
             optimizer, saved, state["epoch"], cfg.train.epochs, steps_per_epoch, cfg.run.name
         )
-        weighting.previous = saved.get("weighting_previous")
+        load_criterion_state(criterion, saved)
         print(f"resuming {run_dir.name} from epoch {state['epoch']}")
     save_config(cfg, run_dir / "config.yaml")
     if saved is not None and state["epoch"] >= cfg.train.epochs:  # killed after last.pt, before summary.json
@@ -240,25 +206,15 @@ def _train(
                 f"{last_path}: written by an older seg without the run summary; nothing left to "
                 "train at this train.epochs: raise it to continue, or train a new run"
             )
-        return _finish(cfg, json.loads(saved["summary"]), run_dir, device, tracker=None)
+        return finish(cfg, json.loads(saved["summary"]), run_dir, device, None, name)
     truncate_metrics(run_dir / "metrics.jsonl", state["epoch"])
-    tracker = Tracker(
-        run_dir,
-        cfg.logging.wandb.mode,
-        cfg.logging.wandb.project,
-        cfg.logging.wandb.group,
-        cfg.run.name,
-        config_to_dict(cfg) | {"provenance": provenance(str(device))},
-        tags=[cfg.loss.weighting],
-    )
+    tracker = open_tracker(cfg, run_dir, provenance(str(device)), name)
     options = StepOptions(
         device,
-        cfg.loss.apply_as,
-        cfg.loss.normalize,
-        cfg.train.amp,
-        cfg.train.channels_last,
-        cfg.train.max_steps_per_epoch,
-        progress,
+        amp=cfg.train.amp,
+        channels_last=cfg.train.channels_last,
+        max_steps=cfg.train.max_steps_per_epoch,
+        progress=progress,
     )
     summary = None
     for epoch in range(state["epoch"] + 1, cfg.train.epochs + 1):
@@ -271,16 +227,16 @@ def _train(
                 train_loader,
                 optimizer,
                 scheduler,
-                weighting,
+                criterion,
                 options,
                 desc=f"epoch {epoch}/{cfg.train.epochs} train",
             )
-        except TrainingDiverged as err:
+        except NonFiniteLoss as err:
             tracker.finish()
-            raise _diverged(epoch, f"step {err.step} of {steps_per_epoch}", state, last_path) from None
+            raise diverged(epoch, f"step {err.step} of {steps_per_epoch}", state, last_path) from None
         if not all_finite(model):
             tracker.finish()
-            raise _diverged(
+            raise diverged(
                 epoch,
                 f"step {steps_per_epoch} of {steps_per_epoch}, where the weights became non-finite",
                 state,
@@ -312,7 +268,7 @@ def _train(
                 },
                 best_path,
             )
-        summary = _summary(cfg, weighting, effective, train, val, state, stats_source, lr_schedule)
+        summary = build_summary(cfg, criterion, effective, train, val, state, stats_source, lr_schedule)
         checkpoint.save_atomic(
             {
                 "model": model.state_dict(),
@@ -320,7 +276,7 @@ def _train(
                 "scheduler": scheduler.state_dict(),
                 "state": state,
                 "config": config_to_dict(cfg),
-                "weighting_previous": weighting.previous,
+                "criterion": criterion.state_dict(),
                 "effective_pos_weight": effective,
                 "lr_schedule": lr_schedule,
                 "summary": json_text(summary, indent=None),
@@ -334,92 +290,9 @@ def _train(
                 names,
                 step=epoch,
             )
-    return _finish(cfg, summary, run_dir, device, tracker)
-
-
-def _diverged(epoch: int, where: str, state: dict, last_path: Path) -> TrainingDiverged:
-    good = (
-        f"last good checkpoint: {last_path} (epoch {state['epoch']})"
-        if state["epoch"] and last_path.is_file()
-        else "no checkpoint was written"
-    )
-    return TrainingDiverged(
-        f"training diverged: non-finite loss in epoch {epoch}, {where}; {good}. "
-        "Lower train.lr (or check the data and loss.clamp)"
-    )
-
-
-def _finish(cfg: Config, summary: dict, run_dir: Path, device: torch.device, tracker: Tracker | None) -> dict:
-    """Write summary.json (strict JSON, with provenance) and close the W&B run."""
-    summary = strict(summary) | {"provenance": provenance(str(device))}
-    write_json_atomic(run_dir / "summary.json", summary)
-    if tracker is None:
-        tracker = Tracker(
-            run_dir,
-            cfg.logging.wandb.mode,
-            cfg.logging.wandb.project,
-            cfg.logging.wandb.group,
-            cfg.run.name,
-            config_to_dict(cfg) | {"provenance": summary["provenance"]},
-            tags=[cfg.loss.weighting],
-        )
-    tracker.summary(
-        {
-            key: summary[key]
-            for key in (
-                "best_epoch",
-                "weighting",
-                "pos_weight",
-                "effective_pos_weight",
-                "mean_applied_weight",
-                "weight_map_stats",
-            )
-            if key in summary
-        }
-        | {"val/dice": summary["val"]["dice"], "val/iou": summary["val"]["iou"]}
-    )
-    best_path = run_dir / "checkpoints" / "best.pt"
-    if best_path.is_file():
-        tracker.log_file_artifact(best_path, f"{cfg.run.name}-best", "model")
-    tracker.finish()
-    return summary
+    assert summary is not None  # the loop ran: train.epochs > state["epoch"] here
+    return finish(cfg, summary, run_dir, device, tracker, name)
 
 
 def _fmt(value: float | None) -> str:
     return "nan" if value is None else f"{value:.4f}"
-
-
-def _summary(
-    cfg: Config,
-    weighting: Weighting,
-    effective: list[float],
-    train: dict,
-    val: dict,
-    state: dict,
-    stats_source: dict,
-    lr_schedule: list[dict],
-) -> dict:
-    """summary.json's content after the epoch just finished (provenance is added when it is written)."""
-    summary = {
-        "best_epoch": state["best_epoch"],
-        "epochs_completed": state["epoch"],
-        "weighting": cfg.loss.weighting,
-        "apply_as": cfg.loss.apply_as,
-        "normalize": cfg.loss.normalize,
-        "negatives": cfg.loss.negatives,
-        "pos_weight": weighting.reported_pos_weight(),
-        "effective_pos_weight": effective,
-        "mean_applied_weight": float(train["sums"].mean_applied_weight()) if train["sums"] is not None else 1.0,
-        "val": val,
-        "train": {"loss": train["loss"], "dice": train["dice"]},
-        "wall_time_per_epoch_s": float(np.mean(state["epoch_times"])) if state.get("epoch_times") else None,
-        "lr_schedule": lr_schedule,
-        **stats_source,
-    }
-    if cfg.loss.weighting == "per_batch":
-        summary["pos_weight"] = train["mean_channel_weight"]
-    if weighting.kind in ("class_map", "border_map"):
-        mean = float(train["sums"].mean_applied_weight())
-        summary["weight_map_stats"] = {name: {"mean": mean, "max": train["map_max"]} for name in cfg.data.classes}
-        summary["class_weights"] = [float(w) for w in weighting.class_weights.cpu()]
-    return summary

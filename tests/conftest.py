@@ -85,3 +85,65 @@ def assert_close_tree(got, expected, rel: float = 1e-5, abs_: float = 1e-7, wher
         assert got == pytest.approx(expected, rel=rel, abs=abs_), f"{where}: {got} != {expected}"
     else:
         assert got == expected, f"{where}: {got!r} != {expected!r}"
+
+
+def random_case(seed, n=4, c=3, h=8, w=12, ignore=True, empty_channels=True):
+    """Metric tests: random logits/targets with rare positives; some (image, channel) pairs forced empty."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    target = (torch.rand(n, c, h, w, generator=g) < 0.15).float()
+    logits = torch.randn(n, c, h, w, generator=g) * 2 + 2.5 * (2 * target - 1) - 0.5
+    if empty_channels and c > 1:
+        target[0, 1] = 0  # empty truth, and no predictions either:
+        logits[0, 1] = -3
+    valid = torch.rand(n, 1, h, w, generator=g) > 0.2 if ignore else None
+    return logits, target, valid
+
+
+# ------------------------------------------------------------------ mask audits (test_audit_*.py, test_apps_audit.py)
+
+
+def masks_folder(root: Path, masks: dict[str, np.ndarray], images: bool = True) -> Path:
+    """root/masks/<stem>.png (and root/images/<stem>.png of the same size) from arrays."""
+    for stem, mask in masks.items():
+        write_png(root / "masks" / f"{stem}.png", mask)
+        if images:
+            write_png(root / "images" / f"{stem}.png", np.zeros(mask.shape[:2] + (3,), np.uint8))
+    return root / "masks"
+
+
+def problem_folder(root: Path) -> Path:
+    """One file for every problem kind the audit must find."""
+    ok = np.zeros((4, 4), np.uint8)
+    ok[1:3, 1:3] = 255
+    masks = masks_folder(
+        root, {"good": ok, "interp": np.where(ok > 0, 255, 0).astype(np.uint8), "badimage": ok, "big": ok}
+    )
+    interp = ok.copy()
+    interp[0, 0] = 128  # a 0/255 mask resized with interpolation
+    write_png(masks / "interp.png", interp)
+    (root / "masks" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    write_png(root / "images" / "corrupt.png", np.zeros((4, 4, 3), np.uint8))
+    (root / "images" / "badimage.png").write_bytes(b"garbage")
+    write_png(root / "images" / "big.png", np.zeros((8, 6, 3), np.uint8))  # mask is 4x4
+    write_png(root / "images" / "orphan_image.png", np.zeros((4, 4, 3), np.uint8))
+    write_png(masks / "orphan_mask.png", ok)
+    write_png(masks / "rgb.png", np.stack([ok] * 3, axis=-1))
+    write_png(root / "images" / "rgb.png", np.zeros((4, 4, 3), np.uint8))
+    write_png(masks / "dup.png", ok)
+    write_png(masks / "dup.tif", ok)
+    write_png(root / "images" / "dup.png", np.zeros((4, 4, 3), np.uint8))
+    return masks
+
+
+def audit_stats(plan, workers: int = 1) -> dict:
+    """mask_stats.json's content for a seg.audit.AuditPlan, without writing anything."""
+    from seg import audit
+
+    return audit.build_stats(audit.tally_masks(plan.items, plan.settings, workers, progress=False), plan)
+
+
+def stats_channel(stats: dict, name: str) -> dict:
+    """The entry of channel ``name`` in mask_stats.json's content."""
+    return next(c for c in stats["channels"] if c["name"] == name)

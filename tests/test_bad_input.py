@@ -27,8 +27,8 @@ from seg.apps import evaluate as evaluate_app
 from seg.apps import train as train_app
 from seg.cli import run_main
 from seg.config import config_to_dict, load_config, replace, save_config
-from seg.data.build import prepare_data
 from seg.models import build_model
+from seg.run_data import prepare_data
 
 SCRIPTS = {"train": train_app, "evaluate": evaluate_app, "compare": compare_app, "audit_masks": audit_app}
 TINY = [

@@ -1,9 +1,15 @@
-"""Weighted BCE against an independent plain-PyTorch formula; the repetition identity; normalisation."""
+"""Tests for seg/losses.py: weighted BCE against an independent plain-PyTorch formula; the repetition
+identity; normalisation; the criterion module (its strategy's buffers follow .to and state_dict)."""
 
+import numpy as np
 import pytest
 import torch
 
-from seg.losses import weighted_bce
+from seg.config import MaskSpec
+from seg.config.schema import LossConfig
+from seg.data.counts import MaskCounts
+from seg.losses import WeightedBCELoss, weighted_bce
+from seg.weighting.registry import build_strategy
 
 
 def reference(x, y, q=None, w=None, valid=None, normalize=False):
@@ -129,3 +135,72 @@ def test_one_dimensional_channel_weight_is_refused_even_when_c_equals_w():
         weighted_bce(torch.zeros(1, 4, 3, 5), torch.zeros(1, 4, 3, 5), None, torch.ones(4))
     with pytest.raises(ValueError, match="per-channel weight must have shape"):
         weighted_bce(x, torch.zeros_like(x), None, torch.ones(3, 1, 1))
+
+
+# ------------------------------------------------------------------------------ the criterion
+
+
+def criterion(weighting, apply_as="pos_weight", normalize=False, ema=None):
+    """WeightedBCELoss with a strategy built from made-up counts of 3 multilabel channels."""
+    loss = LossConfig.model_validate(
+        {
+            "weighting": weighting,
+            "apply_as": apply_as,
+            "negatives": "pixels",
+            "clamp": (0.001, 1000.0),
+            "normalize": normalize,
+            "stats_file": None,
+            "ema": ema,
+            "border": {"instances_from": "instance", "connectivity": 4, "w0": 10.0, "sigma": 5.0},
+        }
+    )
+    counts = MaskCounts(3, positive_pixels=np.array([10, 40, 5]), valid_pixels=100, all_zero_pixels=50)
+    strategy = build_strategy(loss, counts, MaskSpec("multilabel", ("a", "b", "c")))
+    return WeightedBCELoss(strategy, apply_as, normalize)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("apply_as", ["pos_weight", "weight"])
+@pytest.mark.parametrize("weighting", ["none", "global", "per_channel", "per_batch", "class_map"])
+def test_criterion_equals_weighted_bce_with_its_strategy_weight(batch, weighting, apply_as, normalize):
+    x, y, valid = batch
+    module = criterion(weighting, apply_as, normalize)
+    reference_strategy = criterion(weighting).strategy  # a twin: per_batch keeps state between calls
+    loss, sums, weight = module(x, {"target": y, "valid": valid})
+    expected_weight = reference_strategy.batch_weight({"target": y, "valid": valid})
+    expected, expected_sums = weighted_bce(x, y, valid, expected_weight, apply_as, normalize)
+    assert torch.equal(loss, expected)
+    assert all(torch.equal(a, b) for a, b in zip(sums.as_tuple(), expected_sums.as_tuple(), strict=True))
+    assert (weight is None and expected_weight is None) or torch.equal(weight, expected_weight)
+
+
+def test_criterion_buffers_follow_to_and_state_dict():
+    module = criterion("per_batch", ema=0.9)
+    assert set(module.state_dict()) == {
+        "strategy.dataset_pos_weight",
+        "strategy.previous",
+        "strategy.has_previous",
+    }
+    assert {name for name, _ in module.named_buffers()} == set(module.state_dict())
+    g = torch.Generator().manual_seed(3)
+    batches = [{"target": (torch.rand(2, 3, 4, 4, generator=g) > 0.6).float()} for _ in range(3)]
+    for batch in batches:
+        batch["valid"] = torch.ones(2, 1, 4, 4, dtype=torch.bool)
+    logits = torch.zeros(2, 3, 4, 4)
+    for batch in batches[:2]:
+        module(logits, batch)
+    # a fresh criterion loaded with the state continues the EMA exactly where it was
+    resumed = criterion("per_batch", ema=0.9)
+    resumed.load_state_dict(module.state_dict())
+    assert bool(resumed.strategy.has_previous) and not bool(criterion("per_batch", ema=0.9).strategy.has_previous)
+    assert torch.equal(resumed(logits, batches[2])[2], module(logits, batches[2])[2])
+    # .to moves every buffer (the meta device needs no accelerator) and casts the float ones
+    moved = criterion("class_map").to(torch.float64)
+    assert moved.strategy.class_weights.dtype == torch.float64
+    on_meta = criterion("per_batch", ema=0.9).to("meta")
+    assert all(buffer.device.type == "meta" for buffer in on_meta.buffers())
+
+
+def test_criterion_refuses_an_unknown_apply_as():
+    with pytest.raises(ValueError, match="apply_as must be one of"):
+        WeightedBCELoss(criterion("none").strategy, "both")

@@ -4,7 +4,7 @@ import json
 
 import pytest
 from conftest import REPO, shared_data
-from test_train import train
+from test_apps_train import train
 
 TINY = [
     "train.epochs=1",

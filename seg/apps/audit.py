@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from seg.cli import ArgumentParser, add_common_arguments, at_least, quiet_environment
-from seg.config import ConfigError
+from seg.config import ConfigError, MaskSpec
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "audit_masks.py"  # the command provenance records
 
@@ -92,20 +92,50 @@ def parse_args(argv):
     return args
 
 
-def mask_spec(args):
-    from seg.data.formats import MaskSpec
+_OPTIONS = {  # the data keys --masks sets, and the options that set them (the first named is blamed)
+    "data.classes": "--classes",
+    "data.positive_values": "--positive-values",
+    "data.ignore_index": "--ignore-index",
+    "data.mask_format": "--format",
+}
 
-    classes = tuple(c.strip() for c in (args.classes or "").split(",") if c.strip())
+
+def _option_error(err: ConfigError) -> ConfigError:
+    """A schema error about the data keys, said with the options that set them (one line).
+
+    ``--masks: key 'data': data.classes has ...`` -> ``--classes has ...``;
+    ``--masks: key 'data.ignore_index': Input should be ...`` -> ``--ignore-index: Input should be ...``.
+    """
+    text = str(err).removeprefix("--masks: ")
+    key, message = "", text
+    if text.startswith("key '") and "': " in text:
+        key, message = text.removeprefix("key '").split("': ", 1)
+    option = next((o for name, o in _OPTIONS.items() if key.startswith(name)), None)
+    option = option or next((o for name, o in _OPTIONS.items() if name in message), "--masks")
+    for name, other in _OPTIONS.items():
+        message = message.replace(name, other)
+    return ConfigError(message if message.startswith(option) else f"{option}: {message}")
+
+
+def spec_from_args(args) -> MaskSpec:
+    """The MaskSpec of ``--masks``: the options merged into configs/base.yaml's data section, validated as a config."""
+    from seg.config import BASE_CONFIG, deep_merge, mask_spec, read_yaml, validate
+
+    classes = [c.strip() for c in (args.classes or "").split(",") if c.strip()]
+    data: dict = {"mask_format": args.format, "positive_values": None, "ignore_index": None}
     if args.format in ("binary", "instance"):
-        classes = classes or ("foreground",)
-        if len(classes) != 1:
-            raise ConfigError(f"--classes: {args.format} masks have one channel, got {list(classes)}")
-        return MaskSpec(args.format, classes, tuple(args.positive_values or (1, 255)))
-    if not classes:
+        classes = classes or ["foreground"]
+        data["positive_values"] = list(args.positive_values or (1, 255))
+    elif not classes:
         raise ConfigError(f"--classes is required for {args.format} masks (channel names in channel order)")
-    if len(set(classes)) != len(classes):
-        raise ConfigError(f"--classes has duplicate names: {list(classes)}")
-    return MaskSpec(args.format, classes, None, args.ignore_index if args.format == "index" else None)
+    elif args.format == "index":
+        data["ignore_index"] = args.ignore_index
+    data["classes"] = classes
+    try:
+        cfg = validate(deep_merge(read_yaml(BASE_CONFIG), {"data": data}), "--masks")
+    except ConfigError as err:
+        raise _option_error(err) from None
+    return mask_spec(cfg)
 
 
 def main(argv=None) -> int:
@@ -122,7 +152,7 @@ def main(argv=None) -> int:
     else:
         plan = audit.plan_from_masks(
             args.masks,
-            mask_spec(args),
+            spec_from_args(args),
             args.split or "all",
             args.out,
             args.objects,

@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     quiet_environment()
-    from seg.experiments.grid import REPO_ROOT, load_experiment, results_directory, run_experiment
+    from seg.config import REPO_ROOT
+    from seg.experiments.experiment import load_experiment, results_directory
+    from seg.experiments.grid import run_experiment
     from seg.experiments.report import aggregate_directory, update_readme
     from seg.experiments.sweeps import write_sweeps
 

@@ -29,11 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     quiet_environment()
-    from seg.outputs.tables import markdown_table
+    from seg.outputs.tables import results_table
     from seg.run_evaluation import evaluate_run
 
     result = evaluate_run(args.run, args.split, args.device, args.overlays, args.wandb, not args.no_progress)
     classes = list(result["metrics"]["per_channel"])
-    print(markdown_table(result["metrics"], classes, f"{result['run']}: {args.split}"))
+    print(results_table(result["metrics"], classes, f"{result['run']}: {args.split}"))
     print(f"written: {Path(args.run) / f'eval-{args.split}.json'} (.md, -overlays.png, -reliability.png)")
     return 0

@@ -2,9 +2,10 @@
 
 ``plan_from_config`` / ``plan_from_masks`` find the masks (a tolerant scan that lists
 every problem instead of stopping at the first) and pick the split; ``run_audit``
-reads every mask once in worker processes (``seg.data.counts.map_chunks``), merges the
+reads every mask once in worker processes (``seg.data.parallel.map_chunks``), merges the
 partial tallies and writes ``mask_stats.json``, ``report.md`` and plots into the output
-folder, atomically. Counting and value checks are ``seg.data.counts.measure_mask``; the
+folder, atomically. Decoding, value checks and counting are ``seg.data.counts.measure_mask``
+(training's decoder, tolerant); the split is ``seg.data.folders.seeded_val_stems``; the
 recommended weights come from ``seg.weighting.formulas``. Layout of the output: README.md, "Audit your masks first".
 
 Modules: ``scan`` (finding the files, the plan), ``tally`` (reading and counting, in
@@ -37,7 +38,6 @@ from seg.audit.scan import (
     plan_from_config,
     plan_from_masks,
     scan_folder,
-    seeded_val_stems,
 )
 from seg.audit.summary import (
     SCHEMA_VERSION,
@@ -48,7 +48,7 @@ from seg.audit.summary import (
     recommended_pos_weights,
 )
 from seg.audit.tally import FRACTION_EDGES, LOG2_BINS, AuditTally, ObjectTally, audit_chunk, tally_masks
-from seg.data.counts import default_workers
+from seg.data.parallel import default_workers
 from seg.files import json_text, make_folder
 
 __all__ = [
@@ -78,7 +78,6 @@ __all__ = [
     "render_report",
     "run_audit",
     "scan_folder",
-    "seeded_val_stems",
     "tally_masks",
     "write_atomically",
     "write_plots",

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from seg.audit.summary import _fraction
+from seg.outputs.tables import markdown_table
 
 MAX_REPORT_PROBLEMS = 200
 
@@ -147,12 +148,6 @@ def _relative(file: str, base: Path) -> str:
         return file
 
 
-def _table(header: list[str], rows: list[list]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
-        "| " + " | ".join(str(v) for v in row) + " |" for row in rows
-    ]
-
-
 def render_report(stats: dict, plots: list[str]) -> str:
     """report.md: the same numbers as mask_stats.json, for people."""
     fmt, px = stats["format"], stats["pixels"]
@@ -186,7 +181,7 @@ def render_report(stats: dict, plots: list[str]) -> str:
     ]
     lines += notes if (notes := [f"> {n}" for n in stats["notes"]] + ([""] if stats["notes"] else [])) else []
     both = fmt["mask_format"] == "multilabel"  # elsewhere all_zero is refused by training: JSON only
-    lines += ["## Channels", ""] + _table(
+    lines += ["## Channels", ""] + markdown_table(
         [
             "channel",
             "positive",
@@ -235,7 +230,7 @@ def render_report(stats: dict, plots: list[str]) -> str:
                 f"Source: {obj['source']}, {obj['connectivity']}-connectivity, {obj['images']} images.",
                 "",
             ]
-            + _table(
+            + markdown_table(
                 [
                     "channel",
                     "objects",
@@ -265,10 +260,10 @@ def render_report(stats: dict, plots: list[str]) -> str:
     lines += [f"## Problems ({len(problems)})", ""]
     if not problems:
         return "\n".join(lines + ["None found.", ""])
-    lines += _table(["kind", "count"], [[k, n] for k, n in stats["problem_counts"].items()]) + [""]
+    lines += markdown_table(["kind", "count"], [[k, n] for k, n in stats["problem_counts"].items()]) + [""]
     base = Path(stats["source"].get("root") or Path(stats["source"]["masks"]).parent)
     lines += [f"Files relative to `{base}`; mask_stats.json has full paths.", ""]
-    lines += _table(
+    lines += markdown_table(
         ["file", "kind", "detail"],
         [
             [f"`{_relative(p['file'], base)}`", p["kind"], p["detail"].replace("|", "/")]

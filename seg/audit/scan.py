@@ -8,15 +8,15 @@ that ``seg.audit.run_audit`` reads.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from seg.config import BASE_CONFIG, Config, ConfigError, expand_path, mask_spec, read_yaml
-from seg.data.counts import Problem
-from seg.data.folders import IMAGE_SUFFIXES, split_samples
-from seg.data.formats import DataError, MaskSpec
+from seg.config.specs import MaskSpec
+from seg.data.folders import IMAGE_SUFFIXES, files_by_stem, seeded_val_stems, split_samples
+from seg.data.formats import Faults, Problem
 from seg.data.synthetic import is_default_root
+from seg.errors import DataError
 
 SPLITS = ("train", "val", "all")
 OBJECT_SOURCES = ("instance", "positive", "negative")
@@ -54,42 +54,25 @@ class AuditPlan:
     notes: list[str] = field(default_factory=list)
 
 
-def _files_by_stem(folder: Path, problems: list[Problem]) -> dict[str, Path]:
-    files: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-            if path.stem in files:
-                problems.append(
-                    Problem(
-                        str(path), "duplicate_stem", f"same stem as {files[path.stem].name}; only that file is audited"
-                    )
-                )
-            else:
-                files[path.stem] = path
-    return files
-
-
-def _mask_files(mask_dir: Path, spec: MaskSpec, problems: list[Problem]) -> tuple[dict, set[str]]:
+def _mask_files(mask_dir: Path, spec: MaskSpec, faults: Faults) -> tuple[dict[str, tuple[Path, ...]], set[str]]:
     """Stem -> mask file(s), and the stems left out because a channel file is missing."""
     channel_dirs = [mask_dir / name for name in spec.classes]
     if not (spec.fmt == "multilabel" and spec.num_classes > 1 and any(d.is_dir() for d in channel_dirs)):
-        return {stem: (path,) for stem, path in _files_by_stem(mask_dir, problems).items()}, set()
+        return {stem: (path,) for stem, path in files_by_stem(mask_dir, faults).items()}, set()
     for folder in channel_dirs:
         if not folder.is_dir():
             raise DataError(
                 f"{folder}: channel folder missing (masks/<channel>/ is needed for every data.classes name)"
             )
-    per_channel = [_files_by_stem(d, problems) for d in channel_dirs]
+    per_channel = [files_by_stem(d, faults) for d in channel_dirs]
     stems = set().union(*per_channel)
     incomplete = set()
     for folder, files in zip(channel_dirs, per_channel, strict=False):
         for stem in sorted(stems - set(files)):
-            problems.append(
-                Problem(
-                    str(folder / f"{stem}.png"),
-                    "missing_channel",
-                    f"no mask for '{stem}' in channel '{folder.name}': this image is not counted",
-                )
+            faults.add(
+                folder / f"{stem}.png",
+                "missing_channel",
+                f"no mask for '{stem}' in channel '{folder.name}': this image is not counted",
             )
             incomplete.add(stem)
     return {s: tuple(files[s] for files in per_channel) for s in sorted(stems - incomplete)}, incomplete
@@ -101,46 +84,33 @@ def scan_folder(
     """Pair masks with images (and instance labels) by stem, listing every unmatched file as a problem."""
     if not mask_dir.is_dir():
         raise DataError(f"{mask_dir}: masks folder not found")
-    problems: list[Problem] = []
-    masks, incomplete = _mask_files(mask_dir, spec, problems)
-    images = _files_by_stem(image_dir, problems) if image_dir.is_dir() else None
+    faults = Faults(strict=False)
+    masks, incomplete = _mask_files(mask_dir, spec, faults)
+    images = files_by_stem(image_dir, faults) if image_dir.is_dir() else None
     if images is None:
-        problems.append(
-            Problem(
-                str(image_dir),
-                "missing_images",
-                "no images folder beside the masks: pairing and image sizes are not checked",
-            )
+        faults.add(
+            image_dir, "missing_images", "no images folder beside the masks: pairing and image sizes are not checked"
         )
     else:
         for stem in sorted(set(images) - set(masks) - incomplete):
-            problems.append(Problem(str(images[stem]), "image_without_mask", f"no mask {mask_dir}/{stem}.*"))
+            faults.add(images[stem], "image_without_mask", f"no mask {mask_dir}/{stem}.*")
         for stem in sorted(set(masks) - set(images)):
-            problems.append(Problem(str(masks[stem][0]), "mask_without_image", f"no image {image_dir}/{stem}.*"))
+            faults.add(masks[stem][0], "mask_without_image", f"no image {image_dir}/{stem}.*")
     instances = None
     if instance_dir is not None:
         if instance_dir.is_dir():
-            instances = _files_by_stem(instance_dir, problems)
+            instances = files_by_stem(instance_dir, faults)
             for stem in sorted(set(masks) - set(instances)):
-                problems.append(
-                    Problem(str(masks[stem][0]), "missing_instances", f"no instance labels {instance_dir}/{stem}.*")
-                )
+                faults.add(masks[stem][0], "missing_instances", f"no instance labels {instance_dir}/{stem}.*")
         else:
-            problems.append(Problem(str(instance_dir), "missing_instances", "no instances folder beside the masks"))
+            faults.add(instance_dir, "missing_instances", "no instances folder beside the masks")
     items = [
         AuditItem(stem, masks[stem], images.get(stem) if images else None, instances.get(stem) if instances else None)
         for stem in sorted(masks)
     ]
     if not items:
         raise DataError(f"{mask_dir}: no masks found ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return items, problems
-
-
-def seeded_val_stems(stems: list[str], val_fraction: float, split_seed: int) -> list[str]:
-    """The validation stems that seg.data.folders.split_samples picks (used where it refuses a folder)."""
-    stems = sorted(stems)
-    random.Random(split_seed).shuffle(stems)
-    return sorted(stems[: min(len(stems) - 1, max(1, round(val_fraction * len(stems))))])
+    return items, faults.problems
 
 
 def _pick(items: list[AuditItem], val_stems: list[str], split: str) -> list[AuditItem]:
@@ -154,6 +124,11 @@ def dataset_name(folder: Path) -> str:
         if part not in ("masks", "train", "val", "test", "labels", "annotations"):
             return part
     return "masks"
+
+
+def _clamp(values) -> tuple[float, float]:
+    low, high = values
+    return float(low), float(high)
 
 
 def _objects_from(fmt: str, objects: bool | None, objects_from: str | None, default: str) -> str | None:
@@ -189,7 +164,9 @@ def plan_from_config(
     train_dir = root / "train" if (root / "train").is_dir() else root
     val_dir = root / "val" if (root / "val" / "images").is_dir() and (root / "val" / "masks").is_dir() else None
     inst = (lambda folder: folder / "instances") if spec.fmt == "instance" else (lambda folder: None)
-    items, problems, notes = [], [], []
+    items: list[AuditItem] = []
+    problems: list[Problem] = []
+    notes: list[str] = []
     if val_dir is None or split != "val":
         found, problems = scan_folder(train_dir / "masks", train_dir / "images", spec, inst(train_dir))
         if val_dir is None and split != "all":
@@ -214,7 +191,7 @@ def plan_from_config(
         items,
         problems,
         AuditSettings(spec, _objects_from(spec.fmt, objects, objects_from, default_from), border.connectivity),
-        tuple(cfg.loss.clamp),
+        _clamp(cfg.loss.clamp),
         split,
         root.name,
         {"config": str(config_path), "root": str(root)},
@@ -245,12 +222,11 @@ def plan_from_masks(
         if not items:
             raise DataError(f"{mask_dir}: no masks in the {split} split ({len(problems)} problem(s) while scanning)")
     name = dataset_name(mask_dir.parent)
-    clamp = clamp or tuple(float(v) for v in defaults["loss"]["clamp"])
     return AuditPlan(
         items,
         problems,
         AuditSettings(spec, _objects_from(spec.fmt, objects, objects_from, "positive"), connectivity),
-        clamp,
+        clamp or _clamp(defaults["loss"]["clamp"]),
         split,
         name,
         {"masks": str(mask_dir.resolve())},

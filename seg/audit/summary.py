@@ -14,7 +14,8 @@ import numpy as np
 
 from seg.audit.scan import AuditPlan, AuditSettings
 from seg.audit.tally import FRACTION_EDGES, AuditTally, ObjectTally
-from seg.data.counts import NEGATIVE_DEFINITIONS, MaskCounts, Problem, positive_values_message, read_mask_stats
+from seg.data.counts import NEGATIVES, MaskCounts, positive_values_message, read_mask_stats
+from seg.data.formats import Problem
 
 SCHEMA_VERSION = 1
 
@@ -31,7 +32,7 @@ def recommended_pos_weights(counts: MaskCounts, clamp: tuple[float, float]) -> d
     """
     import torch
 
-    from seg.weighting.formulas import NEGATIVES, global_pos_weight, negative_counts, per_channel_pos_weight
+    from seg.weighting.formulas import global_pos_weight, negative_counts, per_channel_pos_weight
 
     positive = torch.from_numpy(counts.positive_pixels)
     valid, all_zero = torch.tensor(counts.valid_pixels), torch.tensor(counts.all_zero_pixels)
@@ -105,9 +106,9 @@ def build_stats(tally: AuditTally, plan: AuditPlan) -> dict:
                 "positive_fraction": _fraction(positive, counts.valid_pixels),
                 "images_with_positives": int(counts.images_with_positives[c]),
                 "empty_images": counts.images - int(counts.images_with_positives[c]),
-                "negative_pixels": {d: int(weights[d]["negative"][c]) for d in NEGATIVE_DEFINITIONS},
-                "pos_weight": {d: weights[d]["per_channel"][c] for d in NEGATIVE_DEFINITIONS},
-                "pos_weight_unclamped": {d: weights[d]["unclamped"][c] for d in NEGATIVE_DEFINITIONS},
+                "negative_pixels": {d: int(weights[d]["negative"][c]) for d in NEGATIVES},
+                "pos_weight": {d: weights[d]["per_channel"][c] for d in NEGATIVES},
+                "pos_weight_unclamped": {d: weights[d]["unclamped"][c] for d in NEGATIVES},
                 "image_fraction_histogram": {
                     "empty": int(tally.fraction_hist[c, 0]),
                     "counts": tally.fraction_hist[c, 1:].tolist(),
@@ -149,7 +150,7 @@ def build_stats(tally: AuditTally, plan: AuditPlan) -> dict:
         },
         "images_without_valid_pixels": tally.images_all_ignored,
         "channels": channels,
-        "global_pos_weight": {d: weights[d]["global"] for d in NEGATIVE_DEFINITIONS},
+        "global_pos_weight": {d: weights[d]["global"] for d in NEGATIVES},
         "clamp": list(plan.clamp),
         "negatives_note": allowed_note,
         "image_fraction_bin_edges": [_sig(e) for e in FRACTION_EDGES],
@@ -163,16 +164,14 @@ def build_stats(tally: AuditTally, plan: AuditPlan) -> dict:
     }
 
 
-def read_stats_file(path: str | Path, classes: list[str] | None = None):
-    """(DatasetCounts, sha256) from a mask_stats.json, for ``loss.stats_file`` (see seg.data.counts.read_mask_stats).
+def read_stats_file(path: str | Path, classes: list[str] | None = None) -> tuple[MaskCounts, str]:
+    """(MaskCounts, sha256) from a mask_stats.json, for ``loss.stats_file`` (see seg.data.counts.read_mask_stats).
 
     Raises ConfigError naming the file when it is unreadable, counts validation masks, or its
     classes differ from ``classes``.
     """
-    from seg.weighting.registry import DatasetCounts
-
     stats = read_mask_stats(path, classes)
-    return DatasetCounts(stats["positive"], stats["valid_pixels"], stats["all_zero_pixels"]), stats["sha256"]
+    return stats.counts, stats.sha256
 
 
 def never_positive_problems(tally: AuditTally, plan: AuditPlan) -> list[Problem]:

@@ -1,8 +1,9 @@
 """Tallies of a set of masks: counts, value and size checks, objects; partial tallies merge.
 
-``tally_masks`` reads every mask once in worker processes (``seg.data.counts.map_chunks`` runs
+``tally_masks`` reads every mask once in worker processes (``seg.data.parallel.map_chunks`` runs
 ``audit_chunk``, a module-level function so that it pickles) and merges the partial
-``AuditTally``s. Counting and value checks are ``seg.data.counts.measure_mask``.
+``AuditTally``s. Decoding, value checks and counting are ``seg.data.counts.measure_mask``, tolerant:
+the decoder of training (``seg.data.formats.decode_mask``), listing every problem instead of raising.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ import cv2
 import numpy as np
 
 from seg.audit.scan import AuditItem, AuditSettings
-from seg.data.counts import MaskCounts, Problem, map_chunks, measure_mask
-from seg.data.formats import DataError, decode_instances, read_raw
+from seg.data.counts import MaskCounts, measure_mask
+from seg.data.formats import Problem, decode_instances
+from seg.data.parallel import map_chunks
+from seg.data.reading import read_raw
+from seg.errors import DataError
 
 FRACTION_EDGES = 10.0 ** np.arange(-6.0, 0.01, 0.25)  # per-image positive fraction: 4 bins a decade, 1e-6..1
 LOG2_BINS = 40  # object sizes: bin k holds sizes in [2**k, 2**(k+1)); objects per image: bin 0 = none
@@ -35,26 +39,18 @@ class ObjectTally:
     """Objects per channel: counts, size and per-image histograms (log2 bins), touching instances."""
 
     names: list[str]
-    objects: np.ndarray = None
     images: int = 0
-    size_hist: np.ndarray = None
-    per_image_hist: np.ndarray = None
-    max_per_image: np.ndarray = None
-    max_size: np.ndarray = None
-    touching: np.ndarray = None
+    objects: np.ndarray = field(init=False)  # the arrays start at zeros, int64
+    size_hist: np.ndarray = field(init=False)
+    per_image_hist: np.ndarray = field(init=False)
+    max_per_image: np.ndarray = field(init=False)
+    max_size: np.ndarray = field(init=False)
+    touching: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         k = len(self.names)
-        for name, shape in (
-            ("objects", k),
-            ("size_hist", (k, LOG2_BINS)),
-            ("per_image_hist", (k, LOG2_BINS)),
-            ("max_per_image", k),
-            ("max_size", k),
-            ("touching", k),
-        ):
-            if getattr(self, name) is None:
-                setattr(self, name, np.zeros(shape, dtype=np.int64))
+        self.objects, self.max_per_image, self.max_size, self.touching = (np.zeros(k, np.int64) for _ in range(4))
+        self.size_hist, self.per_image_hist = np.zeros((k, LOG2_BINS), np.int64), np.zeros((k, LOG2_BINS), np.int64)
 
     def add(self, channel: int, sizes: np.ndarray, touching: bool) -> None:
         n = len(sizes)
@@ -100,7 +96,7 @@ class AuditTally:
     def merge(self, other: AuditTally) -> None:
         self.counts.merge(other.counts)
         self.fraction_hist += other.fraction_hist
-        if self.objects is not None:
+        if self.objects is not None and other.objects is not None:
             self.objects.merge(other.objects)
         self.masks_read += other.masks_read
         self.images_all_ignored += other.images_all_ignored
@@ -140,8 +136,10 @@ def _touching(labels: np.ndarray, connectivity: int) -> bool:
     return any(bool(np.any((a != b) & (a > 0) & (b > 0))) for a, b in pairs)
 
 
-def _add_objects(tally: AuditTally, item: AuditItem, planes: list[np.ndarray], settings: AuditSettings) -> None:
-    spec, objects = settings.spec, tally.objects
+def _add_objects(
+    tally: AuditTally, objects: ObjectTally, item: AuditItem, planes: list[np.ndarray], settings: AuditSettings
+) -> None:
+    spec = settings.spec
     if settings.objects_from == "instance":
         if item.instances is None:
             return
@@ -213,7 +211,7 @@ def _add_item(tally: AuditTally, item: AuditItem, settings: AuditSettings) -> No
             column = min(max(bisect_right(_EDGES, positive / measure.valid), 1), len(_EDGES) - 1) if positive else 0
             tally.fraction_hist[c, column] += 1
     if tally.objects is not None:
-        _add_objects(tally, item, measure.planes, settings)
+        _add_objects(tally, tally.objects, item, measure.planes, settings)
 
 
 def audit_chunk(settings: AuditSettings, items: list[AuditItem]) -> AuditTally:

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from seg.audit import AuditSettings, scan_folder, tally_masks
-from seg.data.formats import MaskSpec
+from seg.config.specs import MaskSpec
 
 NAME = "audit"
 TARGET = (

@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
+from functools import partial
+from typing import TypeVar
 
 import torch
 
 from seg.scoring.metrics import confusion_counts
 from seg.scoring.validation import Evaluator
+
+T = TypeVar("T")
 
 NAME = "metrics"
 TARGET = "per-step metric update at one threshold <= 2% of a training step (resnet34 Unet, [8,C,256,256], C = 1 and 5)"
@@ -28,7 +33,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn, device: torch.device) -> tuple[float, object]:
+def _timed(fn: Callable[[], T], device: torch.device) -> tuple[float, T]:
     _sync(device)
     start = time.perf_counter()
     out = fn()
@@ -67,8 +72,8 @@ def measure(channels: int, repeats: int, metric_repeats: int, device: torch.devi
     for _ in range(repeats):  # interleaved: the two are measured under the same conditions
         seconds, logits = _timed(train_step, device)
         steps.append(seconds)
-        updates += [_timed(lambda x=logits: metric_update(x), device)[0] for _ in range(metric_repeats)]
-        validation.append(_timed(lambda x=logits: evaluator.update(x, target, valid), device)[0])
+        updates += [_timed(partial(metric_update, logits), device)[0] for _ in range(metric_repeats)]
+        validation.append(_timed(partial(evaluator.update, logits, target, valid), device)[0])
     return {
         "step": statistics.median(steps),
         "update": statistics.median(updates),

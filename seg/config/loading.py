@@ -120,7 +120,7 @@ def _ints_to_floats(raw: dict) -> dict:
     """Strict validation refuses ``lr: 1``; accept integers where floats are meant."""
     raw = copy.deepcopy(raw)
     for path in _FLOAT_KEYS:
-        node = raw
+        node: Any = raw
         for part in path[:-1]:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict) and isinstance(node.get(path[-1]), int) and not isinstance(node[path[-1]], bool):

@@ -10,7 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from seg.scoring.policies import POLICIES
+# The threshold policies of metrics.threshold (seg.scoring.policies describes them)
+POLICIES = ("0.5", "prior_corrected", "tuned")
 
 # Ranges, checked when the config is loaded (before anything is created)
 Count = Annotated[int, Field(ge=0)]  # 0 allowed: workers, seeds, images to log
@@ -110,7 +111,7 @@ class BorderConfig(_Section):
 
 
 class LossConfig(_Section):
-    weighting: Literal["none", "global", "per_channel", "per_batch", "class_map", "border_map"]
+    weighting: Annotated[str, Field(min_length=1)]  # a strategy name: seg.weighting.registry checks it
     apply_as: Literal["pos_weight", "weight"]
     negatives: Literal["pixels", "all_zero"]
     clamp: tuple[PositiveFloat, PositiveFloat]
@@ -135,7 +136,7 @@ class LossConfig(_Section):
 
 
 class MetricsConfig(_Section):
-    threshold: str  # one of seg.scoring.policies.POLICIES
+    threshold: str  # one of POLICIES
     empty: Literal["nan", "one", "zero"]
 
     @field_validator("threshold", mode="before")
@@ -181,16 +182,6 @@ class Config(_Section):
             )
         if fmt in ("binary", "instance") and not self.data.positive_values:
             raise ValueError(f"data.positive_values must list the mask values of the positive class for {fmt} masks")
-        if loss.weighting == "border_map" and fmt == "index":
-            raise ValueError(
-                "loss.weighting: border_map needs instances; index masks (e.g. CamVid) have none. "
-                "Use class_map, per_channel or per_batch"
-            )
-        if loss.weighting == "border_map" and loss.border.instances_from != "instance" and fmt != "binary":
-            raise ValueError(
-                f"loss.border.instances_from: {loss.border.instances_from} (connected components of one class) "
-                f"needs a binary mask; with {fmt} masks use instance (labels in instances/ beside masks/)"
-            )
         return self
 
     @property

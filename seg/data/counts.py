@@ -1,45 +1,39 @@
-"""Streaming mask statistics: the counts that weights and the audit are built on.
+"""Mask counts, the one count type weights and the audit are built on: per mask, over a split, from mask_stats.json.
 
-One pass over the masks, one image at a time: memory does not grow with the
-number of masks. Counts are integers (int64), summed over images; partial counts
-from worker processes are merged with :meth:`MaskCounts.merge`.
-
-Counting works on the raw mask values (``seg.data.formats.read_raw``) rather than on
-decoded one-hot targets: one histogram of each mask file gives every channel's
-positive count, the ignored pixels and the set of values present, which is what
-the value checks need (``count_masks`` keeps the set of values seen, so that
-:func:`check_positive_values` can refuse a ``positive_values`` entry that no training
-mask holds, without a second pass). ``read_raw`` is the decoder of training too: grey+alpha
-and palette PNGs read the same here (palette indices for index masks, see
-``seg/data/formats.py``). :func:`measure_mask` gives the same counts as
-``MaskCounts.add(*load_mask(...))`` and accepts the same values (``allowed_values``
-follows the decoders of ``seg/data/formats.py``); instead of raising at the first
-bad value it returns every problem found, for the audit (``seg/audit/``).
+One pass over the masks, one image at a time: memory does not grow with the number of
+masks. Counts are integers (int64), summed over images; partial counts from worker
+processes are merged with :meth:`MaskCounts.merge`. :func:`measure_mask` counts one mask
+from the value histograms that ``seg.data.formats.decode_mask`` makes while checking it
+(the decoder of training too), without a one-hot target: its counts equal
+``MaskCounts.add(*load_mask(...))``. ``count_masks`` keeps the set of values seen, so that
+:func:`check_positive_values` can refuse a ``positive_values`` entry that no training mask
+holds without a second pass.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
-import os
-import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache, partial
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from seg.config import ConfigError
 from seg.data.folders import Sample
-from seg.data.formats import BINARY_VALUES, DataError, MaskSpec, channels_hint, read_raw
+from seg.data.formats import Faults, Problem, decode_mask
+from seg.errors import DataError
+from seg.config.specs import MaskSpec
+from seg.data.parallel import map_chunks
 
-NEGATIVE_DEFINITIONS = ("pixels", "all_zero")  # the same names as seg.weighting.formulas.NEGATIVES
+NEGATIVES = ("pixels", "all_zero")  # what a channel's negatives are: pixels where it is 0 | where no channel is 1
+
+
+def _no_counts() -> np.ndarray:
+    return np.zeros(0, dtype=np.int64)
 
 
 @dataclass
@@ -51,22 +45,23 @@ class MaskCounts:
     all_zero_pixels: valid pixels where no channel is positive.
     images_with_positives[c]: images with at least one positive pixel in channel c.
     values: the raw mask values seen (filled by count_masks, which reads the raw values;
-    empty when counted from decoded targets with ``add``).
+    empty when counted from decoded targets with ``add`` or read from mask_stats.json).
+    The per-channel arrays start at zeros (int64) when not given.
     """
 
     num_channels: int
-    positive_pixels: np.ndarray = field(default=None)
+    positive_pixels: np.ndarray = field(default_factory=_no_counts)
     valid_pixels: int = 0
     total_pixels: int = 0
     all_zero_pixels: int = 0
     images: int = 0
-    images_with_positives: np.ndarray = field(default=None)
+    images_with_positives: np.ndarray = field(default_factory=_no_counts)
     values: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        if self.positive_pixels is None:
+        if not self.positive_pixels.size:
             self.positive_pixels = np.zeros(self.num_channels, dtype=np.int64)
-        if self.images_with_positives is None:
+        if not self.images_with_positives.size:
             self.images_with_positives = np.zeros(self.num_channels, dtype=np.int64)
 
     def add(self, target: np.ndarray, valid: np.ndarray) -> None:
@@ -107,15 +102,6 @@ class MaskCounts:
 # ------------------------------------------------------------------ one mask
 
 
-@dataclass(frozen=True)
-class Problem:
-    """Something wrong with one file (or folder): what the audit lists."""
-
-    file: str
-    kind: str
-    detail: str
-
-
 @dataclass
 class MaskMeasure:
     """What the file(s) of one mask hold.
@@ -130,7 +116,7 @@ class MaskMeasure:
     valid: int = 0
     total: int = 0
     all_zero: int = 0
-    shape: tuple[int, int] | None = None
+    shape: tuple[int, ...] | None = None
     dtype: str = ""
     values: dict[int, int] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
@@ -138,155 +124,19 @@ class MaskMeasure:
     planes: list[np.ndarray] = field(default_factory=list, repr=False)
 
 
-@lru_cache(maxsize=64)
-def allowed_values(spec: MaskSpec) -> frozenset[int]:
-    """Raw values a mask file (or multilabel channel) may hold, as in seg/data/formats.py's decoders."""
-    if spec.fmt == "index":
-        return frozenset(range(spec.num_classes)) | ({spec.ignore_index} if spec.ignore_index is not None else set())
-    if spec.fmt == "multilabel":
-        return frozenset(BINARY_VALUES)
-    return frozenset(BINARY_VALUES) | frozenset(spec.positive_values or ())
+def measure_mask(mask_paths: Sequence[Path], spec: MaskSpec, strict: bool = False) -> MaskMeasure:
+    """Decode the file(s) of one mask (``decode_mask``) and count positives per channel from the value histograms.
 
-
-def value_counts(plane: np.ndarray, two_valued_first: bool = True) -> dict[int, int]:
-    """Exact pixel count of every value in a 2-D mask: {value: pixels}.
-
-    A mask holding 0 and one other value (the common binary case) is settled with two
-    vectorised counts (~0.1 ms at 512x512); anything else takes one histogram of the
-    8- or 16-bit values (``cv2.calcHist``, 3x faster than ``np.bincount`` here; its
-    float32 counts are exact below 2**24 pixels, above that ``np.bincount`` is used).
+    Tolerant by default (the audit): every problem is listed in ``problems`` and the mask is counted
+    as far as it can be read; ``strict`` raises DataError naming the file at the first, as training does.
     """
-    size = plane.size
-    if plane.dtype in (np.uint8, np.uint16):
-        if two_valued_first:
-            nonzero = cv2.countNonZero(plane)
-            if nonzero == 0:
-                return {0: size}
-            top = int(plane.max())
-            if np.count_nonzero(plane == top) == nonzero:
-                return {top: size} if nonzero == size else {0: size - nonzero, top: nonzero}
-        bins = 256 if plane.dtype == np.uint8 else 65536
-        if size < 1 << 24:
-            counts = cv2.calcHist([plane], [0], None, [bins], [0, bins]).ravel().astype(np.int64)
-        else:
-            counts = np.bincount(plane.ravel(), minlength=bins)
-        present = np.flatnonzero(counts)
-        return dict(zip(present.tolist(), counts[present].tolist(), strict=False))
-    values, counts = np.unique(plane, return_counts=True)
-    return {v.item(): int(n) for v, n in zip(values, counts, strict=False)}
-
-
-@lru_cache(maxsize=64)
-def _dtype_name_cached(dtype: np.dtype, channels: int) -> str:
-    return dtype.name + (f" ({channels} channels)" if channels > 1 else "")
-
-
-def _dtype_name(raw: np.ndarray) -> str:
-    """``uint8``, ``uint16 (3 channels)``: how a mask file is stored."""
-    return _dtype_name_cached(raw.dtype, raw.shape[2] if raw.ndim == 3 else 1)
-
-
-def _describe(spec: MaskSpec) -> str:
-    if spec.fmt == "index":
-        return f"an index mask with {spec.num_classes} classes" + (
-            f" and ignore_index {spec.ignore_index}" if spec.ignore_index is not None else ""
-        )
-    return "a multilabel channel" if spec.fmt == "multilabel" else f"a {spec.fmt} mask"
-
-
-def _value_problem(
-    values: dict[int, int], allowed: frozenset[int], spec: MaskSpec, path: Path, where: str = ""
-) -> Problem | None:
-    bad = sorted(v for v in values if v not in allowed)
-    if not bad:
-        return None
-    pixels = sum(values[v] for v in bad)
-    shown = ", ".join(str(v) for v in bad[:6]) + (" ..." if len(bad) > 6 else "")
-    hint = (
-        "likely resized with interpolation: use nearest-neighbour"
-        if spec.fmt != "index"
-        else "check data.classes / ignore_index, or a resize with interpolation"
-    )
-    return Problem(
-        str(path),
-        "unexpected_values",
-        f"{where}value(s) {shown} not valid for {_describe(spec)} (allowed: {sorted(allowed)}); "
-        f"{pixels} of {sum(values.values())} pixels; {hint}",
-    )
-
-
-def _single_plane(raw: np.ndarray, path: Path, problems: list[Problem]) -> np.ndarray | None:
-    """The 2-D plane of a mask that must be single-channel; an RGB copy of one plane is accepted with a problem."""
-    if raw.ndim == 2:
-        return raw
-    same = all(np.array_equal(raw[..., 0], raw[..., k]) for k in range(1, raw.shape[2]))
-    problems.append(
-        Problem(
-            str(path),
-            "rgb_mask",
-            f"single-channel mask stored with {raw.shape[2]} channels "
-            + ("(all equal: counted from the first); " if same else "(channels differ: not counted); ")
-            + channels_hint(path, raw.shape[2]),
-        )
-    )
-    return np.ascontiguousarray(raw[..., 0]) if same else None
-
-
-def _planes(
-    raws: list[np.ndarray], paths: Sequence[Path], spec: MaskSpec, problems: list[Problem]
-) -> tuple[list[np.ndarray], list[Path]] | None:
-    """One 2-D plane per mask channel (binary/index: the mask itself), or None if it cannot be counted."""
-    if spec.fmt == "multilabel" and len(raws) == 1 and spec.num_classes > 1:
-        raw, path = raws[0], paths[0]
-        if raw.ndim != 3 or raw.shape[2] < spec.num_classes:
-            got = 1 if raw.ndim == 2 else raw.shape[2]
-            problems.append(
-                Problem(
-                    str(path),
-                    "too_few_channels",
-                    f"multilabel mask has {got} channel(s); data.classes lists {spec.num_classes}",
-                )
-            )
-            return None
-        return list(cv2.split(raw)[: spec.num_classes]), [path] * spec.num_classes
-    planes = [_single_plane(raw, path, problems) for raw, path in zip(raws, paths, strict=False)]
-    if any(p is None for p in planes):
-        return None
-    if len({p.shape for p in planes}) > 1:
-        problems.append(
-            Problem(
-                str(paths[0]),
-                "size_mismatch",
-                "the channel masks of this image differ in size: "
-                + ", ".join(f"{p.name} {q.shape[1]}x{q.shape[0]}" for p, q in zip(paths, planes, strict=False)),
-            )
-        )
-        return None
-    return planes, list(paths)
-
-
-def measure_mask(mask_paths: Sequence[Path], spec: MaskSpec) -> MaskMeasure:
-    """Read the file(s) of one mask; count positives per channel and check every value."""
-    measure = MaskMeasure(np.zeros(spec.num_classes, dtype=np.int64))
-    raws = []
-    for path in mask_paths:
-        try:
-            raws.append(read_raw(path, palette_indices=spec.fmt == "index"))
-        except DataError:
-            measure.problems.append(Problem(str(path), "unreadable", "cannot read the mask (corrupt or not an image)"))
-            return measure
-    measure.dtype = _dtype_name(raws[0])
-    found = _planes(raws, mask_paths, spec, measure.problems)
-    if found is None:
+    faults = Faults(strict)
+    decoded = decode_mask(mask_paths, spec, faults)
+    measure = MaskMeasure(np.zeros(spec.num_classes, dtype=np.int64), dtype=decoded.dtype, problems=faults.problems)
+    planes, per_plane = decoded.planes, decoded.values
+    if not planes:
         return measure
-    planes, paths = found
-    allowed = allowed_values(spec)
-    per_plane = [value_counts(p, two_valued_first=spec.fmt != "index") for p in planes]
-    one_file = len(set(paths)) < len(paths)  # a multi-channel multilabel file: name the channel
-    for name, values, path in zip(spec.classes, per_plane, paths, strict=False):
-        problem = _value_problem(values, allowed, spec, path, f"channel '{name}': " if one_file else "")
-        if problem is not None:
-            measure.problems.append(problem)
+    for values in per_plane:
         for v, n in values.items():
             measure.values[v] = measure.values.get(v, 0) + n
     size = planes[0].size
@@ -315,75 +165,15 @@ def measure_mask(mask_paths: Sequence[Path], spec: MaskSpec) -> MaskMeasure:
     return measure
 
 
-# ------------------------------------------------------------------ many masks, in parallel
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-def default_workers() -> int:
-    """Worker processes to use by default: the CPUs this process may run on, at most 8."""
-    try:
-        return max(1, min(8, len(os.sched_getaffinity(0))))
-    except AttributeError:  # not on Linux
-        return max(1, min(8, os.cpu_count() or 1))
-
-
-def _quiet_cv2() -> None:
-    cv2.setNumThreads(1)  # images are small: threads cost more than they give; parallelism is across processes
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # unreadable files are reported, not logged
-
-
-@contextmanager
-def _cv2_for_masks() -> Iterator[None]:
-    threads, level = cv2.getNumThreads(), cv2.utils.logging.getLogLevel()
-    _quiet_cv2()
-    try:
-        yield
-    finally:
-        cv2.setNumThreads(threads)
-        cv2.utils.logging.setLogLevel(level)
-
-
-def map_chunks(
-    fn: Callable[[list[T]], R],
-    items: Sequence[T],
-    workers: int = 1,
-    desc: str = "masks",
-    progress: bool = True,
-    chunk_size: int | None = None,
-) -> Iterator[R]:
-    """Yield ``fn(chunk)`` for consecutive chunks of ``items``, in order.
-
-    With ``workers > 1`` the chunks run in a process pool (``imap``): only the small
-    partial results travel back, so memory stays flat. ``fn`` must be picklable (a
-    module-level function or a ``functools.partial`` of one). A tqdm bar counts items.
-    """
-    workers = max(1, min(workers, len(items)))
-    if chunk_size is None:
-        chunk_size = max(1, min(32, len(items) // (4 * workers) or 1))
-    chunks = [list(items[i : i + chunk_size]) for i in range(0, len(items), chunk_size)]
-    # fork (Linux) starts workers in milliseconds; elsewhere spawn. The pool is made before the bar's thread.
-    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    with (
-        context.Pool(workers, initializer=_quiet_cv2) if workers > 1 else nullcontext() as pool,
-        _cv2_for_masks(),
-        tqdm(total=len(items), desc=desc, unit="mask", disable=not progress, leave=False, dynamic_ncols=True) as bar,
-    ):
-        for chunk, result in zip(chunks, pool.imap(fn, chunks) if pool is not None else map(fn, chunks), strict=False):
-            yield result
-            bar.update(len(chunk))
+# ------------------------------------------------------------------ many masks
 
 
 def _count_chunk(spec: MaskSpec, samples: list[Sample]) -> MaskCounts:
     counts = MaskCounts(spec.num_classes)
     for sample in samples:
-        measure = measure_mask(sample.masks, spec)
-        if measure.problems:  # the same refusals as seg.data.formats.load_mask
-            problem = measure.problems[0]
-            raise DataError(f"{problem.file}: {problem.detail}")
+        measure = measure_mask(sample.masks, spec, strict=True)  # the same refusals as load_mask
         counts.add_counts(measure.positive, measure.valid, measure.total, measure.all_zero)
-        counts.values.update(measure.values)  # the histogram measure_mask made anyway: no extra pass
+        counts.values.update(measure.values)  # the histogram the value checks made anyway: no extra pass
     return counts
 
 
@@ -406,7 +196,7 @@ def absent_positive_values(spec: MaskSpec, values: set[int] | dict[int, object])
     return sorted(v for v in set(spec.positive_values) if v not in values)
 
 
-def positive_values_message(spec: MaskSpec, values, where: str) -> str | None:
+def positive_values_message(spec: MaskSpec, values: set[int] | dict[int, object], where: str) -> str | None:
     """``data.positive_values: 7 occurs in no <where> (values found: 0, 255); ...``, or None when all occur."""
     absent = absent_positive_values(spec, values)
     if not absent:
@@ -431,14 +221,26 @@ def check_positive_values(counts: MaskCounts, spec: MaskSpec, root: Path) -> Non
 # ------------------------------------------------------------------ mask_stats.json, for training
 
 
-def read_mask_stats(path: str | Path, classes: Sequence[str] | None = None) -> dict:
+@dataclass(frozen=True)
+class MaskStatsFile:
+    """What an audit's ``mask_stats.json`` holds for training: the counts, and what they are of.
+
+    ``negative`` maps each of :data:`NEGATIVES` to the file's per-channel negative counts, int64 (C,).
+    """
+
+    counts: MaskCounts
+    classes: list[str]
+    negative: dict[str, np.ndarray]
+    split: str
+    mask_format: str
+    sha256: str  # of the file's bytes
+
+
+def read_mask_stats(path: str | Path, classes: Sequence[str] | None = None) -> MaskStatsFile:
     """Read the counts that training needs from an audit's ``mask_stats.json``.
 
-    Returns ``{"classes": [names], "positive": int64 (C,), "negative": {"pixels": int64 (C,),
-    "all_zero": int64 (C,)}, "valid_pixels": int, "all_zero_pixels": int, "images": int,
-    "split": str, "mask_format": str, "sha256": hex digest of the file}``. Raises ConfigError
-    naming the file when it cannot be read, lacks these fields, counts validation masks
-    (weights come from the training split only), or its classes differ from ``classes``.
+    Raises ConfigError naming the file when it cannot be read, lacks these fields, counts
+    validation masks (weights come from the training split only), or its classes differ from ``classes``.
     """
     path = Path(path)
     try:
@@ -446,21 +248,25 @@ def read_mask_stats(path: str | Path, classes: Sequence[str] | None = None) -> d
         stats = json.loads(data)
         channels = stats["channels"]
         names = [str(c["name"]) for c in channels]
-        positive = np.array([int(c["positive_pixels"]) for c in channels], dtype=np.int64)
-        negative = {
-            d: np.array([int(c["negative_pixels"][d]) for c in channels], dtype=np.int64) for d in NEGATIVE_DEFINITIONS
-        }
-        result = {
-            "classes": names,
-            "positive": positive,
-            "negative": negative,
-            "valid_pixels": int(stats["pixels"]["valid"]),
-            "all_zero_pixels": int(stats["pixels"]["all_zero"]),
-            "images": int(stats["images"]),
-            "split": str(stats["split"]),
-            "mask_format": str(stats["format"]["mask_format"]),
-            "sha256": hashlib.sha256(data).hexdigest(),
-        }
+        pixels = stats["pixels"]
+        counts = MaskCounts(
+            len(channels),
+            positive_pixels=np.array([int(c["positive_pixels"]) for c in channels], dtype=np.int64),
+            valid_pixels=int(pixels["valid"]),
+            total_pixels=int(pixels["total"]),
+            all_zero_pixels=int(pixels["all_zero"]),
+            images=int(stats["images"]),
+            images_with_positives=np.array([int(c["images_with_positives"]) for c in channels], dtype=np.int64),
+        )
+        negative = {d: np.array([int(c["negative_pixels"][d]) for c in channels], dtype=np.int64) for d in NEGATIVES}
+        result = MaskStatsFile(
+            counts,
+            names,
+            negative,
+            str(stats["split"]),
+            str(stats["format"]["mask_format"]),
+            hashlib.sha256(data).hexdigest(),
+        )
     except OSError as err:
         raise ConfigError(
             f"{path}: cannot read the mask statistics file ({err.strerror or err}); "
@@ -470,9 +276,9 @@ def read_mask_stats(path: str | Path, classes: Sequence[str] | None = None) -> d
         raise ConfigError(
             f"{path}: not a mask_stats.json written by scripts/audit_masks.py ({type(err).__name__}: {err})"
         ) from None
-    if result["split"] == "val" or (result["split"] == "all" and "config" in (stats.get("source") or {})):
+    if result.split == "val" or (result.split == "all" and "config" in (stats.get("source") or {})):
         raise ConfigError(
-            f"{path}: counts the {result['split']} split, validation masks included; weights come "
+            f"{path}: counts the {result.split} split, validation masks included; weights come "
             "from the training split only: re-run scripts/audit_masks.py with --split train"
         )
     if classes is not None and list(classes) != names:

@@ -10,7 +10,7 @@ Each item is a dict of tensors:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import albumentations as A
 import numpy as np
@@ -18,7 +18,10 @@ import torch
 from PIL import Image
 
 from seg.data.folders import Sample
-from seg.data.formats import DataError, MaskSpec, load_mask, read_image
+from seg.data.formats import load_mask
+from seg.errors import DataError
+from seg.config.specs import MaskSpec
+from seg.data.reading import read_image
 
 SampleMap = Callable[[Sample, np.ndarray, np.ndarray], np.ndarray]
 
@@ -36,8 +39,10 @@ def check_image_sizes(samples: list[Sample], spec: MaskSpec) -> None:
         (first, size), *rest = sizes.items()
         for path, other in rest:
             if other != size:
-                raise DataError(f"{path}: size {other[0]}x{other[1]} differs from its image {first.name} "
-                                f"({size[0]}x{size[1]}); masks must match their images pixel for pixel")
+                raise DataError(
+                    f"{path}: size {other[0]}x{other[1]} differs from its image {first.name} "
+                    f"({size[0]}x{size[1]}); masks must match their images pixel for pixel"
+                )
 
 
 class SegmentationDataset(torch.utils.data.Dataset):
@@ -50,8 +55,15 @@ class SegmentationDataset(torch.utils.data.Dataset):
     computed before augmentation (e.g. the border weight map) and augmented with the mask.
     """
 
-    def __init__(self, samples: list[Sample], spec: MaskSpec, transform: A.Compose,
-                 length: int | None = None, seed: int = 0, sample_map: SampleMap | None = None) -> None:
+    def __init__(
+        self,
+        samples: list[Sample],
+        spec: MaskSpec,
+        transform: A.Compose,
+        length: int | None = None,
+        seed: int = 0,
+        sample_map: SampleMap | None = None,
+    ) -> None:
         self.samples, self.spec, self.transform = samples, spec, transform
         self.length = length or len(samples)
         self.seed, self.epoch = seed, 0
@@ -68,8 +80,10 @@ class SegmentationDataset(torch.utils.data.Dataset):
         image = read_image(sample.image)
         target, valid = load_mask(sample.masks, self.spec)
         if image.shape[:2] != target.shape[:2]:
-            raise DataError(f"{sample.masks[0]}: mask size {target.shape[1]}x{target.shape[0]} differs from "
-                            f"image {sample.image.name} ({image.shape[1]}x{image.shape[0]})")
+            raise DataError(
+                f"{sample.masks[0]}: mask size {target.shape[1]}x{target.shape[0]} differs from "
+                f"image {sample.image.name} ({image.shape[1]}x{image.shape[0]})"
+            )
         extra = {"valid": valid.astype(np.uint8)}
         if self.sample_map is not None:
             extra["weight_map"] = self.sample_map(sample, target, valid).astype(np.float32)

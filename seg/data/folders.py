@@ -16,7 +16,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from seg.data.formats import DataError, MaskSpec
+from seg.data.formats import Faults
+from seg.errors import DataError
+from seg.config.specs import MaskSpec
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 
@@ -31,13 +33,22 @@ class Sample:
     instances: Path | None = None
 
 
-def _files_by_stem(folder: Path) -> dict[str, Path]:
+def files_by_stem(folder: Path, faults: Faults | None = None) -> dict[str, Path]:
+    """Stem -> image file in ``folder``; two files with one stem are a fault (strict by default; tolerant: first)."""
+    faults = Faults(strict=True) if faults is None else faults
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
             if path.stem in files:
-                raise DataError(f"{path}: duplicate file stem '{path.stem}' (also {files[path.stem].name})")
-            files[path.stem] = path
+                first = files[path.stem].name
+                faults.add(
+                    path,
+                    "duplicate_stem",
+                    f"duplicate file stem '{path.stem}' (also {first})",
+                    f"; only {first} is read",
+                )
+            else:
+                files[path.stem] = path
     return files
 
 
@@ -45,15 +56,17 @@ def _mask_files(mask_dir: Path, spec: MaskSpec) -> dict[str, tuple[Path, ...]]:
     """Stem -> mask file(s). Multilabel with one folder per channel needs every channel."""
     channel_dirs = [mask_dir / name for name in spec.classes]
     if spec.fmt == "multilabel" and spec.num_classes > 1 and all(d.is_dir() for d in channel_dirs):
-        per_channel = [_files_by_stem(d) for d in channel_dirs]
+        per_channel = [files_by_stem(d) for d in channel_dirs]
         stems = set().union(*per_channel)
-        for name, files in zip(spec.classes, per_channel):
+        for name, files in zip(spec.classes, per_channel, strict=True):
             missing = sorted(stems - set(files))
             if missing:
-                raise DataError(f"{mask_dir / name}: no mask for '{missing[0]}' in channel '{name}' "
-                                f"({len(missing)} missing); every channel needs a file per image")
+                raise DataError(
+                    f"{mask_dir / name}: no mask for '{missing[0]}' in channel '{name}' "
+                    f"({len(missing)} missing); every channel needs a file per image"
+                )
         return {stem: tuple(files[stem] for files in per_channel) for stem in sorted(stems)}
-    return {stem: (path,) for stem, path in _files_by_stem(mask_dir).items()}
+    return {stem: (path,) for stem, path in files_by_stem(mask_dir).items()}
 
 
 def find_samples(split_dir: Path, spec: MaskSpec, need_instances: bool = False) -> list[Sample]:
@@ -62,7 +75,7 @@ def find_samples(split_dir: Path, spec: MaskSpec, need_instances: bool = False) 
     for folder in (image_dir, mask_dir):
         if not folder.is_dir():
             raise DataError(f"{folder}: folder not found (expected {split_dir}/images and {split_dir}/masks)")
-    images, masks = _files_by_stem(image_dir), _mask_files(mask_dir, spec)
+    images, masks = files_by_stem(image_dir), _mask_files(mask_dir, spec)
     if not images:
         raise DataError(f"{image_dir}: no images found ({', '.join(sorted(IMAGE_SUFFIXES))})")
     for stem in sorted(images):
@@ -74,9 +87,11 @@ def find_samples(split_dir: Path, spec: MaskSpec, need_instances: bool = False) 
     instances: dict[str, Path] = {}
     if need_instances:
         if not inst_dir.is_dir():
-            raise DataError(f"{inst_dir}: folder not found; loss.border.instances_from: instance needs "
-                            "16-bit instance labels beside images/ and masks/")
-        instances = _files_by_stem(inst_dir)
+            raise DataError(
+                f"{inst_dir}: folder not found; loss.border.instances_from: instance needs "
+                "16-bit instance labels beside images/ and masks/"
+            )
+        instances = files_by_stem(inst_dir)
         missing = sorted(set(images) - set(instances))
         if missing:
             raise DataError(f"{images[missing[0]]}: image has no instance labels in {inst_dir}")
@@ -85,6 +100,16 @@ def find_samples(split_dir: Path, spec: MaskSpec, need_instances: bool = False) 
 
 def _has_masks(split_dir: Path) -> bool:
     return (split_dir / "images").is_dir() and (split_dir / "masks").is_dir()
+
+
+def seeded_val_stems(stems: list[str], val_fraction: float, split_seed: int) -> list[str]:
+    """The seeded split rule: ``val_fraction`` of ``stems`` (at least one, never all), shuffled with ``split_seed``.
+
+    Returns the validation stems, sorted. The order of ``stems`` does not matter.
+    """
+    stems = sorted(stems)
+    random.Random(split_seed).shuffle(stems)
+    return sorted(stems[: min(len(stems) - 1, max(1, round(val_fraction * len(stems))))])
 
 
 def split_samples(
@@ -98,7 +123,7 @@ def split_samples(
     """Return (train, val, val_stems).
 
     With ``root/val/`` (images + masks) that folder is the validation set. Otherwise
-    ``val_fraction`` of the training images, chosen with ``split_seed``, or exactly
+    ``val_fraction`` of the training images, chosen with ``split_seed`` (:func:`seeded_val_stems`), or exactly
     ``val_stems`` when given (a resumed run repeats its recorded split).
     """
     if not root.is_dir():
@@ -111,10 +136,7 @@ def split_samples(
     if len(samples) < 2:
         raise DataError(f"{train_dir}: {len(samples)} labelled image(s); need at least 2 to split off validation")
     if val_stems is None:
-        stems = [s.stem for s in samples]
-        random.Random(split_seed).shuffle(stems)
-        count = min(len(stems) - 1, max(1, round(val_fraction * len(stems))))
-        val_stems = sorted(stems[:count])
+        val_stems = seeded_val_stems([s.stem for s in samples], val_fraction, split_seed)
     unknown = sorted(set(val_stems) - {s.stem for s in samples})
     if unknown:
         raise DataError(f"{train_dir}: data.val_stems names '{unknown[0]}', which has no image here")

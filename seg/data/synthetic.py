@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from seg.config import REPO_ROOT
-from seg.data.formats import DataError
+from seg.errors import DataError
 
 CLASSES = ("cell", "nucleus", "speck")
 MARKER = ".complete"
@@ -60,9 +60,9 @@ def _draw_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
     image[nucleus] = (70, 40, 140)
     image[speck] = (250, 240, 90)
     image += rng.normal(0, 18, size=image.shape)
-    image = cv2.GaussianBlur(image, (3, 3), 0)
+    blurred = cv2.GaussianBlur(image, (3, 3), 0)
     masks = np.stack([cell, nucleus, speck], axis=-1).astype(np.uint8)
-    return np.clip(image, 0, 255).astype(np.uint8), masks, instances
+    return np.clip(blurred, 0, 255).astype(np.uint8), masks, instances
 
 
 def generate(root: Path, count: int = 48, size: int = 144, seed: int = 0) -> Path:

@@ -1,15 +1,16 @@
 """Aggregate a strategy x seed grid: pure functions from run summaries to tables.
 
-Input: ``runs[strategy][seed] = summary`` (the content of each run's summary.json).
+Input: ``runs[strategy][seed] = summary`` (each run's summary.json, as a :class:`seg.results.RunSummary`).
 Every number is a mean over seeds with a 95% Student t interval,
 ``mean +- t_{0.975, n-1} * sd / sqrt(n)`` (sd with n - 1 degrees of freedom), and,
 against a reference strategy (``none``), the mean of the per-seed paired differences
-with the same interval on those differences. A value a run does not have (a metric
-key that is missing, or null under the empty policy ``nan``) is left out, and ``n``
-says how many seeds remain.
+with the same interval on those differences. A value a run does not have (a threshold
+policy or channel it was not scored on, or a score that is null under the empty policy
+``nan``) is left out, and ``n`` says how many seeds remain.
 
 Rows are long-format dicts (one per strategy x quantity x variant x channel); the
-markdown, CSV and plots in :mod:`seg.experiments.report` are views of these rows.
+Markdown (:mod:`seg.experiments.markdown`), the CSV (:mod:`seg.experiments.report`) and the
+plots (:mod:`seg.experiments.plots`) are views of these rows.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 from scipy import stats
 
+from seg.results import RunSummary, ScoreBlock
 from seg.scoring.policies import POLICIES
 
 SCORES = ("dice", "iou")
@@ -55,15 +57,16 @@ class Interval:
 
     @property
     def low(self) -> float | None:
-        return None if self.half_width is None else self.mean - self.half_width
+        return None if self.half_width is None or self.mean is None else self.mean - self.half_width
 
     @property
     def high(self) -> float | None:
-        return None if self.half_width is None else self.mean + self.half_width
+        return None if self.half_width is None or self.mean is None else self.mean + self.half_width
 
     @property
     def excludes_zero(self) -> bool:
-        return self.half_width is not None and (self.low > 0 or self.high < 0)
+        low, high = self.low, self.high
+        return low is not None and high is not None and (low > 0 or high < 0)
 
 
 def _finite(value) -> float | None:
@@ -105,38 +108,32 @@ def paired_difference(
 # ------------------------------------------------------------------ reading one summary
 
 
-def score(summary: dict, policy: str, metric: str, channel: str) -> float | None:
+def score(summary: RunSummary, policy: str, metric: str, channel: str) -> float | None:
     """Dice/IoU of one run under a threshold policy, macro or for one channel (None if absent)."""
-    val = summary.get("val") or {}
-    block = (val.get("by_threshold") or {}).get(policy)
-    if block is None and str(val.get("threshold", "0.5")) == policy:
+    val = summary.val
+    block: ScoreBlock | None = val.by_threshold.get(policy)
+    if block is None and val.threshold == policy:
         block = val
-    if not isinstance(block, dict):
+    if block is None:
         return None
     if channel == MACRO:
-        return _finite(block.get(metric))
-    return _finite(((block.get("per_channel") or {}).get(channel) or {}).get(metric))
+        return _finite(getattr(block, metric))
+    pair = block.per_channel.get(channel)
+    return None if pair is None else _finite(getattr(pair, metric))
 
 
-def calibration_error(summary: dict, variant: str, channel: str) -> float | None:
+def calibration_error(summary: RunSummary, variant: str, channel: str) -> float | None:
     """ECE (val.ece) of one run: the mean over channels (``macro``) or one channel's."""
-    ece = (summary.get("val") or {}).get("ece")
-    if ece is None:
-        return None
-    if not isinstance(ece, dict):  # a bare number: the raw macro ECE
-        return _finite(ece) if variant == "raw" and channel == MACRO else None
+    ece = summary.val.ece
     if channel == MACRO:
-        return _finite(ece.get(f"{variant}_mean"))
-    per_channel = ece.get(variant)
-    return _finite(per_channel.get(channel)) if isinstance(per_channel, dict) else None
+        return _finite(getattr(ece, f"{variant}_mean"))
+    return _finite(getattr(ece, variant).get(channel))
 
 
-def channel_value(summary: dict, key: str, index: int) -> float | None:
-    """Entry ``index`` of a per-channel list in the summary (e.g. effective_pos_weight)."""
-    values = summary.get(key)
-    if isinstance(values, (list, tuple)) and index < len(values):
-        return _finite(values[index])
-    return _finite(values) if index == 0 and not isinstance(values, (list, tuple, dict)) else None
+def applied_weight(summary: RunSummary, index: int) -> float | None:
+    """The effective pos_weight of channel ``index`` in the run's last epoch."""
+    weights = summary.effective_pos_weight
+    return _finite(weights[index]) if index < len(weights) else None
 
 
 # ------------------------------------------------------------------ the grid
@@ -163,7 +160,7 @@ def _row(
 
 
 def aggregate(
-    runs: Mapping[str, Mapping[int, dict]], channels: list[str], reference: str | None = "none"
+    runs: Mapping[str, Mapping[int, RunSummary]], channels: list[str], reference: str | None = "none"
 ) -> list[dict]:
     """Long-format rows for every strategy (in ``runs`` order).
 
@@ -207,10 +204,10 @@ def aggregate(
                 "effective_pos_weight",
                 "",
                 channel,
-                lambda s, i=index: channel_value(s, "effective_pos_weight", i),
+                lambda s, i=index: applied_weight(s, i),
                 False,
             )
-        add(strategy, "wall_time_per_epoch_s", "", "", lambda s: _finite(s.get("wall_time_per_epoch_s")), False)
+        add(strategy, "wall_time_per_epoch_s", "", "", lambda s: _finite(s.wall_time_per_epoch_s), False)
     return rows
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from seg.config import ConfigError
-from seg.experiments.grid import Experiment, override_key, relative_to_repo
+from seg.experiments.experiment import Experiment, override_key, relative_to_repo
 
 
 def sweep_files(experiment: Experiment, profile: str = "full") -> dict[str, dict]:

@@ -1,1 +1,1 @@
-"""outputs."""
+"""Outputs for people: Markdown tables, overlays and plots, from numbers computed elsewhere (no math here)."""

@@ -62,6 +62,7 @@ def confusion_counts(
     check_shapes(logits, target, valid)
     pred = logits > logit_threshold
     truth = target >= 0.5
+    pixels: torch.Tensor | int
     if valid is None:
         pixels = logits.shape[2] * logits.shape[3]
     else:

@@ -181,7 +181,7 @@ class Evaluator:
             "0.5": torch.full((c,), 0.5, dtype=torch.float64),
             "prior_corrected": torch.sigmoid(self.log_q.double().flatten().cpu()),
         }
-        if self.tuned_logits is not None:
+        if self.tuned_thresholds is not None:
             counts["tuned"] = self._gathered("tuned", (c, 4), torch.long).cpu()
             thresholds["tuned"] = self.tuned_thresholds.double().flatten()
         else:

@@ -1,4 +1,4 @@
-"""Weighting strategies: pure tensor functions of mask counts.
+"""Weighting formulas: pure tensor functions of mask counts (the strategies in seg.weighting.strategies use them).
 
 Every per-channel weight has shape (C, 1, 1) so that it broadcasts against the
 channel axis of a [B, C, H, W] tensor. A (C,) tensor would broadcast against the
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-NEGATIVES = ("pixels", "all_zero")
+from seg.data.counts import NEGATIVES
 
 
 def check_channel_weight(weight: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -111,4 +111,9 @@ def per_batch_pos_weight(
     current = torch.where(defined, current, fallback.to(current.dtype))
     if ema is None or previous is None:
         return current
+    return ema_blend(previous, current, ema)
+
+
+def ema_blend(previous: torch.Tensor, current: torch.Tensor, ema: float) -> torch.Tensor:
+    """The exponential moving average step: ema * previous + (1 - ema) * current."""
     return ema * previous + (1.0 - ema) * current

@@ -1,132 +1,173 @@
-"""Bind a weighting strategy to a run: dataset counts in, one weight tensor per batch out.
+"""Weighting strategies by name: ``@register("name")`` on a :class:`Strategy`, ``get_strategy(name)``.
 
-The formulas are in :mod:`seg.weighting.formulas` and :mod:`seg.weighting.maps` (pure tensor
-functions); this module chooses among them for ``loss.weighting`` and keeps the
-little state a strategy needs (the per-batch EMA). ``batch_weight`` runs inside the
-training step: no host synchronisation.
+This module is the one reader of ``loss.weighting`` (:func:`strategy_for`). The built-in strategies
+live one per module in :mod:`seg.weighting.strategies`, imported on the first look-up: adding a
+strategy is adding a module there (and its tests). A strategy is an ``nn.Module`` built from the
+training split's counts (:class:`seg.data.counts.MaskCounts`); its tensors are buffers, so they
+follow ``.to(device)`` and ``state_dict()`` inside the criterion (:class:`seg.losses.WeightedBCELoss`).
+What a strategy owns:
+
+- ``check_config(loss, mask_format)``: its config checks (raise ValueError with the message);
+- ``needs_instances(loss)``: whether instance label files must be found beside the masks;
+- ``sample_map(loss, cache_dir)``: a per-sample map function for the dataset, or None;
+- ``batch_weight(batch)``: None, () scalar, (C,1,1) or a [B,1,H,W] map, without host sync;
+- ``report(train, class_names)``: its keys of summary.json (``pos_weight``, and for maps more).
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
+from torch import nn
 
-from seg.weighting.formulas import (
-    batch_counts,
-    global_pos_weight,
-    negative_counts,
-    per_batch_pos_weight,
-    per_channel_pos_weight,
-)
-from seg.weighting.maps import class_weight_map, median_frequency_weights
+from seg.config.specs import mask_spec
+from seg.errors import ConfigError
+from seg.weighting.formulas import negative_counts, per_channel_pos_weight
 
-MAP_STRATEGIES = ("class_map", "border_map")
+if TYPE_CHECKING:
+    from seg.config.schema import Config, LossConfig
+    from seg.config.specs import MaskSpec
+    from seg.data.counts import MaskCounts
 
+SampleMap = Callable[[Any, np.ndarray, np.ndarray], np.ndarray]  # (sample, target, valid) -> float32 [H,W]
+S = TypeVar("S", bound="type[Strategy]")
 
-@dataclass(frozen=True)
-class DatasetCounts:
-    """Training-split counts the strategies need: per channel positives, valid and all-zero pixels."""
-
-    positive: np.ndarray  # (C,) int64
-    valid: int
-    all_zero: int
+_STRATEGIES: dict[str, type[Strategy]] = {}
+_BUILTIN_LOADED = False
 
 
-@dataclass
-class Weighting:
-    """A strategy ready to weight batches. ``fixed`` is the global/per-channel weight, if any."""
+class Strategy(nn.Module):
+    """A weighting strategy: no weight by default; subclasses override what they need."""
 
-    kind: str
-    negatives: str
-    clamp: tuple[float, float]
-    dataset_pos_weight: torch.Tensor  # (C,1,1): per_batch fallback, and what the audit would recommend
-    fixed: torch.Tensor | None = None
-    class_weights: torch.Tensor | None = None
-    class_mode: str = "binary"
-    ema: float | None = None
-    previous: torch.Tensor | None = field(default=None, repr=False)
-    all_reduce: bool = False
+    name: ClassVar[str] = ""
 
-    def to(self, device: torch.device) -> Weighting:
-        for name in ("dataset_pos_weight", "fixed", "class_weights", "previous"):
-            value = getattr(self, name)
-            if value is not None:
-                setattr(self, name, value.to(device))
-        return self
+    def __init__(self, counts: MaskCounts, spec: MaskSpec, loss: LossConfig) -> None:
+        super().__init__()
 
-    def batch_weight(self, batch: dict) -> torch.Tensor | None:
-        """The weight for one batch: None, () scalar, (C,1,1) or a [B,1,H,W] map."""
-        target, valid = batch["target"], batch["valid"]
-        if self.kind == "none":
-            return None
-        if self.kind in ("global", "per_channel"):
-            return self.fixed
-        if self.kind == "per_batch":
-            counts = batch_counts(target, valid)
-            if self.all_reduce:
-                torch.distributed.all_reduce(counts)
-            weight = per_batch_pos_weight(
-                counts, self.dataset_pos_weight, self.negatives, self.clamp, self.previous, self.ema
-            )
-            self.previous = weight.detach()
-            return weight
-        weight = class_weight_map(target, valid, self.class_weights, self.class_mode)
-        if self.kind == "border_map":
-            weight = weight + batch["weight_map"] * valid
-        return weight
+    @classmethod
+    def check_config(cls, loss: LossConfig, mask_format: str) -> None:
+        """Raise ValueError (the message names the keys) when ``loss`` does not fit this strategy."""
 
-    def reported_pos_weight(self) -> float | list[float] | None:
-        """summary.json ``pos_weight``: a number (global), C numbers (per_channel, per_batch), else null."""
-        if self.kind == "global":
-            return float(self.fixed)
-        if self.kind == "per_channel":
-            return self.fixed.flatten().tolist()
+    @classmethod
+    def needs_instances(cls, loss: LossConfig) -> bool:
+        """True when instance label files (``instances/`` beside ``masks/``) are needed."""
+        return False
+
+    @classmethod
+    def sample_map(cls, loss: LossConfig, cache_dir: Path | None) -> SampleMap | None:
+        """A function (sample, target, valid) -> float32 [H,W] the dataset adds as ``weight_map``, or None."""
         return None
 
+    def batch_weight(self, batch: dict) -> torch.Tensor | None:
+        """The weight of one batch: None, a () scalar, (C,1,1) or a [B,1,H,W] map (no host sync)."""
+        return None
 
-def class_counts(counts: DatasetCounts, mask_format: str) -> tuple[np.ndarray, str]:
-    """Pixel counts per class for the class-frequency map, and the class_weight_map mode."""
-    if mask_format in ("binary", "instance"):
-        return np.array([counts.valid - counts.positive[0], counts.positive[0]]), "binary"
-    if mask_format == "index":
-        return counts.positive.copy(), "index"
-    return np.append(counts.positive, counts.all_zero), "multilabel"
+    def report(self, train: dict, class_names: Sequence[str]) -> dict:
+        """This strategy's keys of summary.json after an epoch (``train``: what train_one_epoch returned)."""
+        return {"pos_weight": None}
 
 
-def build_weighting(
-    kind: str,
-    counts: DatasetCounts,
-    mask_format: str,
-    negatives: str,
-    clamp: tuple[float, float],
-    ema: float | None = None,
-) -> Weighting:
-    """Dataset-level weights for ``kind`` (from training-split counts only)."""
-    positive = torch.as_tensor(counts.positive, dtype=torch.float64)
+def register(name: str) -> Callable[[S], S]:
+    """Class decorator: register a :class:`Strategy` subclass under ``name`` (a new name only)."""
+
+    def decorator(cls: S) -> S:
+        if name in _STRATEGIES:
+            raise ValueError(f"weighting strategy {name!r} is already registered ({_STRATEGIES[name].__qualname__})")
+        cls.name = name
+        _STRATEGIES[name] = cls
+        return cls
+
+    return decorator
+
+
+def unregister(name: str) -> None:
+    """Remove ``name`` from the registry (for strategies registered at run time, e.g. by tests)."""
+    _STRATEGIES.pop(name, None)
+
+
+def _load_builtin() -> None:
+    """Import every module of :mod:`seg.weighting.strategies` once: each registers its strategy."""
+    global _BUILTIN_LOADED
+    if _BUILTIN_LOADED:
+        return
+    from seg.weighting import strategies
+
+    for module in sorted(pkgutil.iter_modules(strategies.__path__), key=lambda m: m.name):
+        importlib.import_module(f"{strategies.__name__}.{module.name}")
+    _BUILTIN_LOADED = True
+
+
+def strategy_names() -> tuple[str, ...]:
+    """The registered strategy names: the values ``loss.weighting`` accepts."""
+    _load_builtin()
+    return tuple(sorted(_STRATEGIES))
+
+
+def get_strategy(name: str) -> type[Strategy]:
+    """The strategy class registered as ``name``."""
+    _load_builtin()
+    if name not in _STRATEGIES:
+        raise ValueError(f"unknown weighting strategy {name!r}; registered: {', '.join(_STRATEGIES)}")
+    return _STRATEGIES[name]
+
+
+def strategy_for(loss: LossConfig) -> type[Strategy]:
+    """The strategy class that ``loss.weighting`` names."""
+    return get_strategy(loss.weighting)
+
+
+def check_config(cfg: Config) -> None:
+    """A validated config's strategy checks: a registered ``loss.weighting``, and what the strategy
+    refuses (border_map without instances). ConfigError naming the key; runs before any file is read
+    or written (:func:`seg.training.fit`, the comparison's ``resolve_configs``)."""
+    names = strategy_names()
+    if cfg.loss.weighting not in names:
+        raise ConfigError(f"key 'loss.weighting': must be one of {', '.join(names)}, got {cfg.loss.weighting!r}")
+    try:
+        strategy_for(cfg.loss).check_config(cfg.loss, mask_spec(cfg).fmt)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def build_strategy(loss: LossConfig, counts: MaskCounts, spec: MaskSpec) -> Strategy:
+    """The strategy of ``loss`` with its dataset-level weights (from training-split counts only)."""
+    return strategy_for(loss)(counts, spec, loss)
+
+
+# ---------------------------------------------------------------- helpers for the strategies
+
+
+def count_tensors(counts: MaskCounts, negatives: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positive, negative) per channel as float64 (C,) tensors; negatives as ``loss.negatives`` defines them."""
+    positive = torch.as_tensor(counts.positive_pixels, dtype=torch.float64)
     negative = negative_counts(
         positive,
-        torch.tensor(float(counts.valid), dtype=torch.float64),
-        torch.tensor(float(counts.all_zero), dtype=torch.float64),
+        torch.tensor(float(counts.valid_pixels), dtype=torch.float64),
+        torch.tensor(float(counts.all_zero_pixels), dtype=torch.float64),
         negatives,
     )
-    if kind in ("global", "per_channel", "per_batch") and (positive == 0).any():
-        empty = [str(c) for c in np.flatnonzero(counts.positive == 0)]
+    return positive, negative
+
+
+def dataset_pos_weight(counts: MaskCounts, negatives: str, clamp: tuple[float, float]) -> torch.Tensor:
+    """neg_c / pos_c over the training split, clamped: (C,1,1) float32."""
+    return per_channel_pos_weight(*count_tensors(counts, negatives), clamp)
+
+
+def warn_empty_channels(counts: MaskCounts, clamp: tuple[float, float]) -> None:
+    """Warn about channels without positive pixels: their pos_weight is the clamp maximum."""
+    positive = np.asarray(counts.positive_pixels)
+    if (positive == 0).any():
+        empty = [str(c) for c in np.flatnonzero(positive == 0)]
         warnings.warn(
             f"channel(s) {', '.join(empty)} have no positive pixels in the training split: "
             f"their pos_weight is clamped to {clamp[1]}",
-            stacklevel=2,
+            stacklevel=3,
         )
-    dataset_pos_weight = per_channel_pos_weight(positive, negative, clamp)
-    weighting = Weighting(kind=kind, negatives=negatives, clamp=clamp, dataset_pos_weight=dataset_pos_weight, ema=ema)
-    if kind == "global":
-        weighting.fixed = global_pos_weight(positive, negative, clamp)
-    elif kind == "per_channel":
-        weighting.fixed = dataset_pos_weight
-    elif kind in MAP_STRATEGIES:
-        per_class, weighting.class_mode = class_counts(counts, mask_format)
-        weights = np.clip(median_frequency_weights(per_class), clamp[0], clamp[1])
-        weighting.class_weights = torch.as_tensor(weights, dtype=torch.float32)
-    return weighting

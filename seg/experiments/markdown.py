@@ -1,0 +1,224 @@
+"""results.md's text: what ran and how it is summarised, then the tables, from the manifest and the
+aggregated rows (:func:`seg.experiments.aggregate.aggregate`)."""
+
+from __future__ import annotations
+
+from seg.experiments.aggregate import MACRO, find
+from seg.experiments.plots import PLOTS
+from seg.outputs.tables import DASH, markdown_table, percent
+from seg.results import Provenance
+from seg.scoring.policies import POLICIES, POLICY_LABELS
+
+# ------------------------------------------------------------------ numbers as text
+
+
+def _mean(row: dict | None, digits: int = 3, seeds: int | None = None) -> str:
+    """``0.712 ± 0.015``; ``0.712 (n=1)`` without an interval; ``–`` when absent."""
+    if row is None or row["mean"] is None:
+        return DASH
+    text = f"{row['mean']:.{digits}f}"
+    if row["ci_high"] is not None:
+        text += f" ± {row['ci_high'] - row['mean']:.{digits}f}"
+    if row["ci_high"] is None or (seeds is not None and row["n"] < seeds):
+        text += f" (n={row['n']})"
+    return text
+
+
+def _difference(row: dict | None, digits: int = 3) -> str:
+    """``+0.012 [-0.004, +0.028]``, bold when the interval excludes 0."""
+    if row is None or row["diff_mean"] is None:
+        return DASH
+    text = f"{row['diff_mean']:+.{digits}f}"
+    if row["diff_ci_low"] is None:
+        return f"{text} (n={row['diff_n']})"
+    text += f" [{row['diff_ci_low']:+.{digits}f}, {row['diff_ci_high']:+.{digits}f}]"
+    return f"**{text}**" if row["diff_ci_low"] > 0 or row["diff_ci_high"] < 0 else text
+
+
+def _weight(row: dict | None) -> str:
+    """A weight to 3 significant digits, with its range over seeds where it varies (per_batch, maps)."""
+    if row is None or row["mean"] is None:
+        return DASH
+    text = f"{row['mean']:.3g}"
+    return text if not row["sd"] or row["sd"] < 5e-4 * abs(row["mean"]) else f"{text} (sd {row['sd']:.2g})"
+
+
+# ------------------------------------------------------------------ results.md
+
+
+def results_markdown(manifest: dict, rows: list[dict], provenance: list[Provenance | None]) -> str:
+    """The whole results.md: a header that says what ran and how it is summarised, then tables.
+
+    ``manifest``: experiment.json; ``provenance``: each run's record (its summary's), in the manifest's order.
+    """
+    strategies, seeds = list(manifest["strategies"]), manifest["seeds"]
+    channels, fractions = manifest["classes"], manifest.get("train_positive_fraction") or {}
+    reference, budget, n_seeds = manifest.get("reference"), manifest["budget"], len(seeds)
+    data = manifest["data"]
+    lines = [
+        f"### {manifest.get('title') or manifest['experiment']}: `{manifest['experiment']}`, "
+        f"profile `{manifest['profile']}`",
+        "",
+    ]
+    lines += [
+        f"- **Data**: `{data['root']}` ({data['mask_format']} masks), split seed {data['split_seed']}; "
+        "channels (positive pixels in the training split): "
+        + ", ".join(f"{c} {percent(fractions.get(c))}" for c in channels)
+        + ".",
+        f"- **Grid**: {len(strategies)} strategies x {n_seeds} seeds ({', '.join(map(str, seeds))}) = "
+        f"{len(strategies) * n_seeds} runs; every strategy gets the same split, augmentation seeds (run.seed) "
+        "and budget.",
+        f"- **Budget**: {budget_text(budget)}.",
+        "- **Reported epoch**: the last epoch of this fixed budget; no checkpoint or epoch is selected on "
+        "validation (best.pt, chosen on validation Dice, is not used here).",
+        "- **Thresholds**: 0.5; prior-corrected (logit threshold log q_eff per channel, q_eff the effective "
+        "pos_weight); tuned per channel on the validation images it is scored on: tuned on val (optimistic).",
+        "- **Intervals**: mean ± half-width of the 95% Student t interval over seeds, "
+        "t_{0.975, n-1} · sd / √n (sd with n-1, scipy.stats.t). Differences from "
+        f"`{reference}` are paired by seed: the mean of the per-seed differences with the same t interval on "
+        "those differences; **bold** where the interval excludes 0. An interval that contains 0 means no "
+        f"difference is detectable with {n_seeds} seeds. (n=k) marks cells where only k runs had a value "
+        "(a score is undefined, under the empty policy, when a channel is empty in truth and prediction).",
+        f"- **Regenerate**: `{manifest['command']}` (trains what is missing, resumes, skips finished runs); "
+        f"from the committed per-run summaries in `runs/` alone: `{manifest['aggregate_command']}`.",
+        f"- **Provenance**: {provenance_text(provenance)}",
+        "",
+    ]
+    lines += _macro_tables(manifest, rows, strategies, reference, n_seeds)
+    if len(channels) > 1:
+        head = ["strategy"] + [f"{c} ({percent(fractions.get(c))})" for c in channels]
+        for policy in POLICIES:
+            lines += [f"#### Per-channel Dice, threshold {POLICY_LABELS[policy]}", ""]
+            lines += markdown_table(
+                head,
+                [[s] + [_mean(find(rows, s, "dice", policy, c), 3, n_seeds) for c in channels] for s in strategies],
+            ) + [""]
+        if reference in strategies:
+            lines += [f"#### Per-channel Dice minus `{reference}` (paired by seed), threshold 0.5", ""]
+            lines += markdown_table(
+                head,
+                [
+                    [s] + [_difference(find(rows, s, "dice", "0.5", c)) for c in channels]
+                    for s in strategies
+                    if s != reference
+                ],
+            ) + [""]
+    lines += [
+        "#### Applied weights: effective pos_weight in the last epoch",
+        "",
+        "Mean weight on positive pixels / mean weight on negative pixels, per channel, as applied in the last "
+        "epoch (1 = unweighted); mean over seeds, with the sd over seeds where it varies.",
+        "",
+    ]
+    lines += markdown_table(
+        ["strategy"] + channels,
+        [[s] + [_weight(find(rows, s, "effective_pos_weight", "", c)) for c in channels] for s in strategies],
+    ) + [""]
+    base = f"/{manifest['results_dir']}" if manifest.get("results_dir") else "."
+    lines += [f"![Dice with 95% intervals]({base}/{PLOTS['dice_per_channel']})", ""]
+    if len(channels) > 1:
+        lines += [f"![Dice against channel frequency]({base}/{PLOTS['dice_vs_frequency']})", ""]
+    lines += ["Every number, per channel and for IoU too, is in `results.csv` beside this file."]
+    return "\n".join(lines) + "\n"
+
+
+def provenance_text(records: list[Provenance | None]) -> str:
+    """One sentence from the runs' provenance blocks (in grid order): commits, libraries, device."""
+    known = [r for r in records if r]
+    if not known:
+        return "not recorded (runs trained before provenance was written into summary.json)."
+    commits = list(dict.fromkeys((r.commit or "unknown")[:10] for r in known))
+    dirty = sum(1 for r in known if r.dirty)
+    if len(commits) == 1:
+        where = f"trained at commit `{commits[0]}`"
+    else:
+        where = f"trained from commit `{commits[0]}` to `{commits[-1]}` ({len(commits)} commits: {', '.join(commits)})"
+    where += f", {dirty} of {len(known)} runs with uncommitted changes" if dirty else ", clean tree"
+    if len(known) < len(records):
+        where += f"; {len(records) - len(known)} runs without a record"
+    shown = ("python", "torch", "segmentation_models_pytorch", "numpy")
+    libraries = ", ".join(f"{k} {v}" for k, v in known[-1].versions.items() if k in shown and v)
+    device = known[-1].device
+    machine = f"{device.get('name')}, {device.get('torch_threads')} threads" if device else "unrecorded device"
+    return f"{where}; {libraries}; {machine}. Each run's full record is in `runs/<run>.json` (`provenance`)."
+
+
+def _measured_on(manifest: dict) -> str:
+    """Where and how the runs were trained, from the manifest's per-run records."""
+    records = list((manifest.get("trained_with") or {}).values())
+    if not records and "jobs" in manifest:  # a manifest from before per-run records
+        records = [{"jobs": manifest["jobs"], "machine": manifest.get("machine")}]
+    counts: dict[str, int] = {}
+    for record in records:
+        key = f"on {record.get('machine') or 'an unrecorded machine'} with --jobs {record.get('jobs')}"
+        counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        return "training conditions not recorded"
+    if len(counts) == 1:
+        return f"measured {next(iter(counts))}"
+    return "measured " + "; ".join(f"{key} ({n} runs)" for key, n in sorted(counts.items()))
+
+
+def budget_text(budget: dict) -> str:
+    samples = budget.get("samples_per_epoch")
+    crops = f"{samples} random crops" if samples else "one random crop per training image"
+    steps = f", at most {budget['max_steps_per_epoch']} steps per epoch" if budget.get("max_steps_per_epoch") else ""
+    val = budget.get("max_val_images")
+    epochs = f"{budget['epochs']} epoch{'s' if budget['epochs'] != 1 else ''}"
+    return (
+        f"{epochs} of {crops} of {budget['image_size']} px per epoch (batch "
+        f"{budget['batch_size']}{steps}), {budget['arch']}/{budget['encoder']} "
+        f"({budget.get('encoder_weights') or 'from scratch'}), lr {budget['lr']:g}, "
+        f"loss.normalize {str(budget['normalize']).lower()}, validation on "
+        + (f"the first {val} validation images" if val else "every validation image")
+    )
+
+
+def _macro_tables(
+    manifest: dict, rows: list[dict], strategies: list[str], reference: str | None, n_seeds: int
+) -> list[str]:
+    lines = ["#### Macro scores (mean over channels)", ""]
+    head = [
+        "strategy",
+        "Dice @0.5",
+        "IoU @0.5",
+        "Dice @prior-corrected",
+        "Dice @tuned (val, optimistic)",
+        "ECE raw",
+        "ECE prior-corrected",
+        "s / epoch",
+    ]
+    body = []
+    for s in strategies:
+        wall = find(rows, s, "wall_time_per_epoch_s")
+        body.append(
+            [
+                s,
+                _mean(find(rows, s, "dice", "0.5", MACRO), 3, n_seeds),
+                _mean(find(rows, s, "iou", "0.5", MACRO), 3, n_seeds),
+                _mean(find(rows, s, "dice", "prior_corrected", MACRO), 3, n_seeds),
+                _mean(find(rows, s, "dice", "tuned", MACRO), 3, n_seeds),
+                _mean(find(rows, s, "ece", "raw", MACRO), 3, n_seeds),
+                _mean(find(rows, s, "ece", "prior_corrected", MACRO), 3, n_seeds),
+                DASH if wall is None else f"{wall['mean']:.1f}",
+            ]
+        )
+    lines += markdown_table(head, body) + [""]
+    lines += [f"s / epoch: mean wall time of an epoch (training and validation), {_measured_on(manifest)}.", ""]
+    if reference in strategies:
+        lines += [f"#### Macro differences from `{reference}` (paired by seed)", ""]
+        head = ["strategy", "ΔDice @0.5", "ΔIoU @0.5", "ΔDice @prior-corrected", "ΔDice @tuned", "ΔECE raw"]
+        body = [
+            [
+                s,
+                _difference(find(rows, s, "dice", "0.5", MACRO)),
+                _difference(find(rows, s, "iou", "0.5", MACRO)),
+                _difference(find(rows, s, "dice", "prior_corrected", MACRO)),
+                _difference(find(rows, s, "dice", "tuned", MACRO)),
+                _difference(find(rows, s, "ece", "raw", MACRO)),
+            ]
+            for s in strategies
+            if s != reference
+        ]
+        lines += markdown_table(head, body) + [""]
+    return lines

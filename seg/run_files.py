@@ -1,0 +1,157 @@
+"""A run directory between attempts: where it is, whether to resume, the FAILED marker, the criterion's
+checkpointed state, summary.json and the W&B run that carries it (used by :func:`seg.training.fit`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seg.config import Config, ConfigError, config_diff, config_to_dict, expand_path, read_yaml, validate
+from seg.errors import TrainingDiverged
+from seg.files import make_folder, strict, write_json_atomic
+from seg.losses import WeightedBCELoss
+from seg.provenance import provenance
+from seg.tracking import Tracker
+
+FAILED = "FAILED"
+
+
+def run_directory(cfg: Config) -> Path:
+    return expand_path(cfg.run.out_dir) / cfg.run.name
+
+
+def check_resume(cfg: Config, run_dir: Path) -> dict | None:
+    """None for a fresh run; the finished summary for a completed one; {} to resume.
+
+    A run directory left by an attempt that failed before its first checkpoint holds nothing
+    to resume: it is started afresh, even with another config.
+    """
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        return None
+    if not (run_dir / "checkpoints" / "last.pt").is_file() and not (run_dir / "summary.json").is_file():
+        print(f"{run_dir}: the previous attempt stopped before its first checkpoint; starting afresh")
+        return None
+    previous = validate(read_yaml(saved), str(saved))
+    diff = config_diff(previous, cfg, ignore=("train.epochs",))
+    if diff:
+        raise ConfigError(
+            f"{run_dir}: this run exists with a different config (differs in: {', '.join(diff)}); "
+            "choose another run.name, or rerun with the same config to resume"
+        )
+    summary_path = run_dir / "summary.json"
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        if summary.get("epochs_completed", 0) >= cfg.train.epochs:
+            return summary
+    return {}
+
+
+def make_run_directory(run_dir: Path) -> None:
+    """Create the run directory; a path that cannot be created is a user error naming it."""
+    make_folder(run_dir / "checkpoints", "run.out_dir")
+
+
+def load_criterion_state(criterion: WeightedBCELoss, saved: dict) -> None:
+    """Load last.pt's ``criterion`` (the criterion's state_dict: the strategy's buffers) into ``criterion``.
+
+    Compatibility: last.pt files written before the criterion was saved hold ``weighting_previous``
+    instead (the per_batch EMA value, or None for the other strategies); a value is loaded as the
+    per_batch EMA state (buffers ``previous`` and ``has_previous``).
+    """
+    if "criterion" in saved:
+        criterion.load_state_dict(saved["criterion"])
+    elif saved.get("weighting_previous") is not None:
+        state = criterion.state_dict()
+        state["strategy.previous"] = saved["weighting_previous"]
+        state["strategy.has_previous"] = torch.ones((), dtype=torch.bool)
+        criterion.load_state_dict(state)
+
+
+def open_tracker(cfg: Config, run_dir: Path, run_provenance: dict, strategy_name: str) -> Tracker:
+    """The run's W&B tracker (logging.wandb), tagged with the weighting strategy's name."""
+    wandb = cfg.logging.wandb
+    config = config_to_dict(cfg) | {"provenance": run_provenance}
+    return Tracker(run_dir, wandb.mode, wandb.project, wandb.group, cfg.run.name, config, tags=[strategy_name])
+
+
+def build_summary(
+    cfg: Config,
+    criterion: WeightedBCELoss,
+    effective: list[float],
+    train: dict,
+    val: dict,
+    state: dict,
+    stats_source: dict,
+    lr_schedule: list[dict],
+) -> dict:
+    """summary.json's content after the epoch just finished (provenance is added when it is written).
+
+    The strategy reports its own keys: ``pos_weight``, and for maps ``weight_map_stats`` and
+    ``class_weights`` (at the end).
+    """
+    strategy = criterion.strategy
+    reported = strategy.report(train, list(cfg.data.classes))
+    return {
+        "best_epoch": state["best_epoch"],
+        "epochs_completed": state["epoch"],
+        "weighting": strategy.name,
+        "apply_as": criterion.apply_as,
+        "normalize": criterion.normalize,
+        "negatives": cfg.loss.negatives,
+        "pos_weight": reported["pos_weight"],
+        "effective_pos_weight": effective,
+        "mean_applied_weight": float(train["sums"].mean_applied_weight()) if train["sums"] is not None else 1.0,
+        "val": val,
+        "train": {"loss": train["loss"], "dice": train["dice"]},
+        "wall_time_per_epoch_s": float(np.mean(state["epoch_times"])) if state.get("epoch_times") else None,
+        "lr_schedule": lr_schedule,
+        **stats_source,
+        **{key: value for key, value in reported.items() if key != "pos_weight"},
+    }
+
+
+def finish(
+    cfg: Config, summary: dict, run_dir: Path, device: torch.device, tracker: Tracker | None, strategy_name: str
+) -> dict:
+    """Write summary.json (strict JSON, with provenance) and close the W&B run (opened here if ``tracker`` is None)."""
+    summary = strict(summary) | {"provenance": provenance(str(device))}
+    write_json_atomic(run_dir / "summary.json", summary)
+    if tracker is None:
+        tracker = open_tracker(cfg, run_dir, summary["provenance"], strategy_name)
+    tracker.summary(
+        {
+            key: summary[key]
+            for key in (
+                "best_epoch",
+                "weighting",
+                "pos_weight",
+                "effective_pos_weight",
+                "mean_applied_weight",
+                "weight_map_stats",
+            )
+            if key in summary
+        }
+        | {"val/dice": summary["val"]["dice"], "val/iou": summary["val"]["iou"]}
+    )
+    best_path = run_dir / "checkpoints" / "best.pt"
+    if best_path.is_file():
+        tracker.log_file_artifact(best_path, f"{cfg.run.name}-best", "model")
+    tracker.finish()
+    return summary
+
+
+def diverged(epoch: int, where: str, state: dict, last_path: Path) -> TrainingDiverged:
+    """The TrainingDiverged error for a non-finite loss: where, and the last good checkpoint."""
+    good = (
+        f"last good checkpoint: {last_path} (epoch {state['epoch']})"
+        if state["epoch"] and last_path.is_file()
+        else "no checkpoint was written"
+    )
+    return TrainingDiverged(
+        f"training diverged: non-finite loss in epoch {epoch}, {where}; {good}. "
+        "Lower train.lr (or check the data and loss.clamp)"
+    )

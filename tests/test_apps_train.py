@@ -1,0 +1,185 @@
+"""Tests for seg/apps/train.py (main), end to end on tiny synthetic data: the run files, every weighting,
+determinism, W&B read-back.
+
+Resume and faults: tests/test_training.py; bad input: tests/test_bad_input.py."""
+
+import json
+import re
+
+import pytest
+import torch
+import yaml
+from conftest import REPO
+from wandb_records import config_values, history_rows, summary_values
+
+from seg.apps import audit as audit_app
+from seg.apps import train as train_app
+from seg.cli import run_main
+
+TINY = [
+    "data.image_size=64",
+    "train.batch_size=4",
+    "train.max_steps_per_epoch=2",
+    "data.max_val_images=3",
+    "model.encoder=resnet18",
+    "logging.wandb.log_images=2",
+    "--no-progress",
+]
+
+
+def train(*args):
+    return run_main(train_app.main, list(args))
+
+
+def test_synthetic_run_writes_the_contract_files(tmp_path, synthetic_root, capsys):
+    common = [
+        "--config",
+        str(REPO / "configs" / "synthetic.yaml"),
+        f"run.out_dir={tmp_path}",
+        f"data.root={synthetic_root}",
+        "loss.weighting=per_channel",
+        *TINY,
+    ]
+    assert train(*common, "train.epochs=1") == 0
+    run = tmp_path / "synthetic"
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (run / name).is_file(), name
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["loss"]["weighting"] == "per_channel" and len(config["data"]["val_stems"]) == 2  # 20% of 12
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1]
+    for key in ("train/loss", "val/loss", "val/dice", "val/iou", "val/dice/cell", "val/iou/speck"):
+        assert key in rows[0]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["weighting"] == "per_channel" and summary["best_epoch"] == 1
+    assert len(summary["pos_weight"]) == 3 and len(summary["effective_pos_weight"]) == 3
+    assert summary["pos_weight"] == pytest.approx(summary["effective_pos_weight"], rel=1e-4)
+    assert set(summary["val"]["per_channel"]) == {"cell", "nucleus", "speck"}
+    assert 0.0 <= summary["val"]["dice"] <= 1.0
+    provenance = summary["provenance"]  # where the numbers came from
+    assert re.fullmatch(r"[0-9a-f]{40}", provenance["commit"]) and isinstance(provenance["dirty"], bool)
+    assert provenance["command"] == "python scripts/train.py " + " ".join(common + ["train.epochs=1"])
+    assert provenance["versions"]["torch"] == torch.__version__
+    assert set(provenance["versions"]) >= {
+        "python",
+        "torch",
+        "torchvision",
+        "segmentation_models_pytorch",
+        "timm",
+        "albumentations",
+        "opencv",
+        "numpy",
+        "wandb",
+    }
+    assert provenance["device"]["type"] == "cpu" and provenance["device"]["torch_threads"] >= 1
+    assert "macro" in capsys.readouterr().out  # the results table
+
+    # W&B offline run, read back from the files written
+    history = history_rows(run)
+    assert history and history[0]["val/dice"] == pytest.approx(rows[0]["val/dice"])
+    assert list(run.glob("wandb/offline-run-*/files/media/images/**/*.mask.png"))
+    assert config_values(run)["provenance"] == summary["provenance"]  # the W&B config carries it too
+    logged = summary_values(run)  # the applied weights reach W&B too
+    assert logged["pos_weight"] == pytest.approx(summary["pos_weight"])
+    assert logged["effective_pos_weight"] == pytest.approx(summary["effective_pos_weight"])
+
+    # a finished run prints its summary and exits 0; a changed config is refused with the keys
+    # (interrupted runs, resume and more epochs: tests/test_training.py)
+    assert train(*common, "train.epochs=1") == 0
+    assert "already trained for 1 epochs" in capsys.readouterr().out
+    assert train(*common, "train.epochs=1", "train.lr=0.5") == 2
+    assert "differs in: train.lr" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("weighting", ["none", "global", "per_batch", "class_map", "border_map"])
+def test_every_weighting_trains_on_synthetic(tmp_path, synthetic_root, weighting):
+    extra = ["loss.apply_as=weight", "loss.border.instances_from=instance"] if weighting.endswith("map") else []
+    assert (
+        train(
+            "--config",
+            str(REPO / "configs" / "synthetic.yaml"),
+            f"run.out_dir={tmp_path}",
+            f"data.root={synthetic_root}",
+            f"loss.weighting={weighting}",
+            "train.epochs=1",
+            "logging.wandb.mode=disabled",
+            "loss.normalize=true",
+            *extra,
+            *TINY,
+        )
+        == 0
+    )
+    summary = json.loads((tmp_path / "synthetic" / "summary.json").read_text())
+    assert summary["weighting"] == weighting
+    assert len(summary["effective_pos_weight"]) == 3
+    if weighting == "none":
+        assert summary["pos_weight"] is None and summary["effective_pos_weight"] == [1.0, 1.0, 1.0]
+    if weighting == "global":
+        assert isinstance(summary["pos_weight"], float)
+    if weighting == "per_batch":
+        assert len(summary["pos_weight"]) == 3
+    if weighting.endswith("map"):
+        assert set(summary["weight_map_stats"]) == {"cell", "nucleus", "speck"}
+        assert summary["weight_map_stats"]["cell"]["max"] >= summary["weight_map_stats"]["cell"]["mean"] > 0
+
+
+def test_training_is_deterministic_on_cpu(tmp_path, synthetic_root):
+    losses = []
+    for out in ("a", "b"):
+        assert (
+            train(
+                "--config",
+                str(REPO / "configs" / "synthetic.yaml"),
+                f"run.out_dir={tmp_path / out}",
+                f"data.root={synthetic_root}",
+                "train.epochs=1",
+                "logging.wandb.mode=disabled",
+                *TINY,
+            )
+            == 0
+        )
+        rows = [json.loads(line) for line in (tmp_path / out / "synthetic" / "metrics.jsonl").read_text().splitlines()]
+        losses.append((rows[0]["train/loss"], rows[0]["val/loss"], rows[0]["val/dice"]))
+    assert losses[0] == losses[1]
+
+
+def test_training_reads_weights_from_an_audit_stats_file(tmp_path, synthetic_root, capsys):
+    """loss.stats_file: per_channel weights come from the audit's mask_stats.json, recorded with its hash."""
+    import hashlib
+
+    audit_script = audit_app
+    config = str(REPO / "configs" / "synthetic.yaml")
+    assert (
+        run_main(
+            audit_script.main,
+            [
+                "--config",
+                config,
+                "--set",
+                f"data.root={synthetic_root}",
+                "--out",
+                str(tmp_path / "audit"),
+                "--no-progress",
+            ],
+        )
+        == 0
+    )
+    stats_path = tmp_path / "audit" / "mask_stats.json"
+    stats = json.loads(stats_path.read_text())
+    assert (
+        train(
+            "--config",
+            config,
+            f"run.out_dir={tmp_path}",
+            f"data.root={synthetic_root}",
+            "train.epochs=1",
+            "loss.weighting=per_channel",
+            f"loss.stats_file={stats_path}",
+            "logging.wandb.mode=disabled",
+            *TINY,
+        )
+        == 0
+    )
+    summary = json.loads((tmp_path / "synthetic" / "summary.json").read_text())
+    assert summary["pos_weight"] == pytest.approx([c["pos_weight"]["pixels"] for c in stats["channels"]], rel=1e-5)
+    assert summary["stats_sha256"] == hashlib.sha256(stats_path.read_bytes()).hexdigest()

@@ -1,0 +1,44 @@
+"""Tests for seg/config/schema.py: every key of base.yaml is in the schema, the shipped configs validate,
+cross-checks refuse impossible combinations, and metrics.threshold accepts exactly the policies."""
+
+import pytest
+from conftest import REPO
+
+from seg.config import BASE_CONFIG, ConfigError, load_config, read_yaml
+from seg.scoring.policies import POLICIES
+
+
+def test_base_config_validates_and_every_key_is_documented():
+    cfg = load_config(BASE_CONFIG)
+    raw = read_yaml(BASE_CONFIG)
+
+    def keys(d, prefix=""):
+        for k, v in d.items():
+            yield from keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+
+    schema = set(keys(cfg.model_dump(mode="json")))
+    assert set(keys(raw)) == schema
+
+
+@pytest.mark.parametrize("name", ["synthetic", "isbi2012", "camvid"])
+def test_shipped_configs_validate(name):
+    cfg = load_config(REPO / "configs" / f"{name}.yaml")
+    assert cfg.run.name == name
+
+
+def test_cross_checks():
+    with pytest.raises(ConfigError, match="all_zero applies to multilabel masks only"):
+        load_config(REPO / "configs" / "camvid.yaml", ["loss.negatives=all_zero"])
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        load_config(BASE_CONFIG, ["data.image_size=100"])
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_metrics_threshold_accepts_every_policy(policy):
+    assert load_config(BASE_CONFIG, [f"metrics.threshold={policy}"]).metrics.threshold == policy
+
+
+def test_metrics_threshold_refuses_other_names_and_reads_a_number_as_0_5():
+    with pytest.raises(ConfigError, match="metrics.threshold': must be one of 0.5, prior_corrected, tuned, got 'best'"):
+        load_config(BASE_CONFIG, ["metrics.threshold=best"])
+    assert load_config(BASE_CONFIG, ["metrics.threshold=0.5"]).metrics.threshold == "0.5"

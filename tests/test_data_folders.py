@@ -1,0 +1,77 @@
+"""seg/data/folders.py: pairing images with masks by stem, and the train/val split."""
+
+import numpy as np
+import pytest
+from conftest import binary_dataset, write_png
+
+from seg.config.specs import MaskSpec
+from seg.data.folders import files_by_stem, find_samples, seeded_val_stems, split_samples
+from seg.data.formats import Faults
+from seg.errors import DataError
+
+SPEC = MaskSpec("binary", ("x",), positive_values=(255,))
+
+
+def test_pairs_by_stem(tmp_path):
+    binary_dataset(tmp_path, count=3)
+    samples = find_samples(tmp_path, SPEC)
+    assert [s.stem for s in samples] == ["img0", "img1", "img2"]
+    assert all(s.image.parent.name == "images" and s.masks[0].parent.name == "masks" for s in samples)
+
+
+def test_image_without_mask_and_mask_without_image(tmp_path):
+    binary_dataset(tmp_path, count=2)
+    write_png(tmp_path / "images" / "lonely.png", np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(DataError, match=r"lonely\.png: image has no mask"):
+        find_samples(tmp_path, SPEC)
+    (tmp_path / "images" / "lonely.png").unlink()
+    write_png(tmp_path / "masks" / "orphan.png", np.zeros((4, 4), np.uint8))
+    with pytest.raises(DataError, match=r"orphan\.png: mask has no image"):
+        find_samples(tmp_path, SPEC)
+
+
+def test_missing_and_empty_folders(tmp_path):
+    with pytest.raises(DataError, match="data folder not found"):
+        split_samples(tmp_path / "nothing", SPEC, 0.2, 0)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    with pytest.raises(DataError, match="no images found"):
+        find_samples(tmp_path, SPEC)
+
+
+def test_seeded_split_is_deterministic_and_recorded(tmp_path):
+    binary_dataset(tmp_path, count=10)
+    train, val, stems = split_samples(tmp_path, SPEC, 0.2, split_seed=0)
+    assert len(val) == 2 and len(train) == 8 and stems == sorted(s.stem for s in val)
+    assert split_samples(tmp_path, SPEC, 0.2, split_seed=0)[2] == stems
+    train2, val2, _ = split_samples(tmp_path, SPEC, 0.2, split_seed=5, val_stems=stems)
+    assert [s.stem for s in val2] == stems  # a recorded split is repeated exactly
+    with pytest.raises(DataError, match="val_stems names 'ghost'"):
+        split_samples(tmp_path, SPEC, 0.2, 0, val_stems=["ghost"])
+
+
+def test_split_folders_and_unlabelled_test_folder(tmp_path):
+    binary_dataset(tmp_path / "train", count=3)
+    binary_dataset(tmp_path / "val", count=2, seed=1)
+    write_png(tmp_path / "test" / "images" / "t.png", np.zeros((4, 4, 3), np.uint8))  # no masks: not a split
+    train, val, stems = split_samples(tmp_path, SPEC, 0.2, 0)
+    assert len(train) == 3 and len(val) == 2 and stems == ["img0", "img1"]
+
+
+def test_seeded_val_stems_is_the_rule_split_samples_applies(tmp_path):
+    binary_dataset(tmp_path, count=10)
+    _, val, stems = split_samples(tmp_path, SPEC, 0.3, split_seed=5)
+    assert seeded_val_stems([f"img{i}" for i in reversed(range(10))], 0.3, 5) == stems == [s.stem for s in val]
+    assert len(seeded_val_stems(["a", "b"], 0.01, 0)) == 1 and len(seeded_val_stems(["a", "b"], 0.99, 0)) == 1
+
+
+def test_duplicate_stem_strict_or_listed(tmp_path):
+    write_png(tmp_path / "a.png", np.zeros((2, 2), np.uint8))
+    write_png(tmp_path / "a.tif", np.zeros((2, 2), np.uint8))
+    with pytest.raises(DataError, match=r"a\.tif: duplicate file stem 'a' \(also a\.png\)"):
+        files_by_stem(tmp_path)
+    faults = Faults(strict=False)
+    assert files_by_stem(tmp_path, faults) == {"a": tmp_path / "a.png"}
+    assert [(p.kind, p.detail) for p in faults.problems] == [
+        ("duplicate_stem", "duplicate file stem 'a' (also a.png); only a.png is read")
+    ]

@@ -1,0 +1,123 @@
+"""Tests for seg/engine.py: train_one_epoch and evaluate on a tiny model and hand-made batches, against
+the same steps written in plain PyTorch; the finite-loss guard."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seg.config import MaskSpec
+from seg.config.schema import LossConfig
+from seg.data.counts import MaskCounts
+from seg.engine import StepOptions, evaluate, train_one_epoch
+from seg.errors import TrainingDiverged
+from seg.losses import WeightedBCELoss
+from seg.scoring.validation import Evaluator
+from seg.weighting.registry import build_strategy
+
+OPTIONS = StepOptions(torch.device("cpu"), channels_last=False, progress=False)
+
+
+def criterion(weighting: str) -> WeightedBCELoss:
+    loss = LossConfig.model_validate(
+        {
+            "weighting": weighting,
+            "apply_as": "pos_weight",
+            "negatives": "pixels",
+            "clamp": (0.001, 1000.0),
+            "normalize": False,
+            "stats_file": None,
+            "ema": None,
+            "border": {"instances_from": "instance", "connectivity": 4, "w0": 10.0, "sigma": 5.0},
+        }
+    )
+    counts = MaskCounts(2, positive_pixels=np.array([20, 5]), valid_pixels=100, all_zero_pixels=78)
+    return WeightedBCELoss(build_strategy(loss, counts, MaskSpec("multilabel", ("a", "b"))))
+
+
+def batches(count: int = 3) -> list[dict]:
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(count):
+        image = torch.randn(2, 3, 6, 6, generator=g)
+        target = (torch.rand(2, 2, 6, 6, generator=g) > 0.7).float()
+        valid = torch.rand(2, 1, 6, 6, generator=g) > 0.2
+        out.append({"image": image, "target": target, "valid": valid})
+    return out
+
+
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Conv2d(3, 2, kernel_size=1)
+
+
+def sgd(net: torch.nn.Module):
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def test_train_one_epoch_is_the_plain_pytorch_loop():
+    data = batches()
+    net, twin = model(), model()
+    optimizer, scheduler = sgd(net)
+    result = train_one_epoch(net, data, optimizer, scheduler, criterion("per_channel"), OPTIONS)
+
+    # the same three steps by hand: pos_weight neg_c / pos_c = (80/20, 95/5), mean over valid elements
+    pos_weight = torch.tensor([4.0, 19.0]).view(2, 1, 1)
+    twin_optimizer = torch.optim.SGD(twin.parameters(), lr=0.5)
+    losses = []
+    for batch in data:
+        logits = twin(batch["image"])
+        elementwise = F.binary_cross_entropy_with_logits(
+            logits, batch["target"], pos_weight=pos_weight, reduction="none"
+        )
+        mask = batch["valid"].float().expand_as(elementwise)
+        loss = (elementwise * mask).sum() / mask.sum()
+        twin_optimizer.zero_grad()
+        loss.backward()
+        twin_optimizer.step()
+        losses.append(loss.item())
+    assert result["steps"] == 3
+    assert result["loss"] == pytest.approx(float(np.mean(losses)), rel=1e-6)
+    for trained, by_hand in zip(net.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(trained, by_hand)
+    assert result["mean_channel_weight"] == pytest.approx([4.0, 19.0])
+    assert result["map_max"] == 0.0  # no map was applied
+    # the effective pos_weight measured from the sums is the pos_weight applied
+    assert result["sums"].effective_pos_weight().tolist() == pytest.approx([4.0, 19.0])
+    assert 0.0 <= result["dice"] <= 1.0
+
+
+def test_train_one_epoch_stops_at_max_steps_and_reports_a_map_maximum():
+    net = model()
+    optimizer, scheduler = sgd(net)
+    options = StepOptions(torch.device("cpu"), channels_last=False, progress=False, max_steps=2)
+    result = train_one_epoch(net, batches(), optimizer, scheduler, criterion("class_map"), options)
+    assert result["steps"] == 2 and result["mean_channel_weight"] is None
+    # median-frequency weights of (a, b, background) = (20, 5, 78): the rarest class b weighs most
+    assert result["map_max"] == pytest.approx(float(criterion("class_map").strategy.class_weights.max()))
+
+
+def test_a_non_finite_loss_raises_with_its_step():
+    data = batches()
+    data[1]["image"] = data[1]["image"] * float("nan")
+    net = model()
+    optimizer, scheduler = sgd(net)
+    with pytest.raises(TrainingDiverged, match="non-finite loss at step 2") as info:
+        train_one_epoch(net, data, optimizer, scheduler, criterion("none"), OPTIONS)
+    assert info.value.step == 2
+
+
+def test_evaluate_returns_the_unweighted_bce_over_valid_pixels():
+    data, net = batches(2), model()
+    evaluator = Evaluator(2, torch.device("cpu"))
+    got = evaluate(copy.deepcopy(net), data, evaluator, OPTIONS)
+    with torch.no_grad():
+        total = sum(
+            (F.binary_cross_entropy_with_logits(net(b["image"]), b["target"], reduction="none") * b["valid"]).sum()
+            for b in data
+        )
+    pixels = sum(int(b["valid"].sum()) * 2 for b in data)
+    assert got == pytest.approx(float(total) / pixels, rel=1e-6)

@@ -1,0 +1,39 @@
+"""Tests for seg/experiments/experiment.py: the committed experiment files validate for every profile;
+a bad run config names the strategy and seed."""
+
+import pytest
+from test_experiments_grid import TINY
+
+from seg.config import REPO_ROOT
+from seg.experiments.experiment import load_experiment, plan_runs, resolve_configs
+
+EXPERIMENTS = sorted(p for p in (REPO_ROOT / "experiments").glob("*.yaml") if not p.name.endswith(".sweep.yaml"))
+
+
+def test_a_bad_run_config_names_strategy_and_seed(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.replace("loss.weighting: none}", "loss.weighting: nothing}"))
+    with pytest.raises(Exception, match="strategy none, seed 0"):
+        resolve_configs(load_experiment(bad), plan_runs(load_experiment(bad), "ci"))
+
+
+GRIDS = {
+    "weighting_isbi2012": {"none", "global", "per_batch", "border_map"},
+    "weighting_camvid": {"none", "global", "per_channel", "per_batch", "class_map"},
+}
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_experiment_files_validate_for_every_profile(path):
+    experiment = load_experiment(path)
+    assert len(experiment.seeds) >= 3 and {"quick", "full"} <= set(experiment.profiles)
+    if experiment.name in GRIDS:
+        assert set(experiment.strategies) == GRIDS[experiment.name]
+    for profile in experiment.profiles:
+        runs = plan_runs(experiment, profile)
+        configs = resolve_configs(experiment, runs)
+        assert all(c.loss.normalize for c in configs)
+        assert (
+            len({(c.data.split_seed, c.train.epochs, c.data.image_size, c.data.samples_per_epoch) for c in configs})
+            == 1
+        )

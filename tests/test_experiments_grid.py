@@ -1,0 +1,110 @@
+"""Tests for seg/experiments/grid.py: a tiny grid end to end, interrupted, resumed, re-aggregated, with --jobs,
+and from a fresh checkout."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from seg import checkpoint
+from seg.apps import compare as compare_app
+from seg.apps import train as train_app
+from seg.cli import run_main
+from seg.experiments import grid
+from seg.experiments.experiment import load_experiment
+from seg.experiments.report import aggregate_directory
+
+TINY = """
+title: Tiny comparison
+base: configs/synthetic.yaml
+set: {loss.normalize: true}
+strategies:
+  none: {loss.weighting: none}
+  per_channel: {loss: {weighting: per_channel, negatives: all_zero}}
+seeds: [0, 1]
+profiles:
+  ci: {train.epochs: 1, train.max_steps_per_epoch: 1, train.batch_size: 2, data.image_size: 64,
+       data.max_val_images: 2, logging.wandb.mode: disabled, logging.wandb.log_images: 0}
+"""
+
+
+def test_tiny_grid_resumes_skips_finished_runs_and_reaggregates(tmp_path, monkeypatch):
+    experiment_file = tmp_path / "tiny.yaml"
+    experiment_file.write_text(TINY)
+    experiment = load_experiment(experiment_file)
+    runs_dir, results_root = tmp_path / "runs", tmp_path / "results"
+    extra = [f"run.out_dir={runs_dir}"]
+    real_save, trained = checkpoint.save_atomic, []
+
+    def interrupted_save(state, path):  # runs that train write checkpoints; the third is interrupted before its first
+        if path.parent.parent.name not in trained:
+            trained.append(path.parent.parent.name)
+        if len(trained) == 3:
+            raise RuntimeError("simulated interruption")
+        real_save(state, path)
+
+    monkeypatch.setattr(checkpoint, "save_atomic", interrupted_save)
+    with pytest.raises(RuntimeError, match="simulated interruption"):
+        grid.run_experiment(experiment, "ci", extra, results_root=results_root, progress=False)
+    assert trained == ["tiny-ci-none-s0", "tiny-ci-none-s1", "tiny-ci-per_channel-s0"]
+    finished = {name: (runs_dir / name / "checkpoints" / "last.pt").stat().st_mtime_ns for name in trained[:2]}
+
+    trained.clear()
+    results_dir = grid.run_experiment(experiment, "ci", extra, results_root=results_root, progress=False)
+    assert trained == ["tiny-ci-per_channel-s0", "tiny-ci-per_channel-s1"]  # finished runs were not retrained
+    assert {n: (runs_dir / n / "checkpoints" / "last.pt").stat().st_mtime_ns for n in finished} == finished
+    config = yaml.safe_load((runs_dir / "tiny-ci-per_channel-s1" / "config.yaml").read_text())
+    assert (config["run"]["seed"], config["loss"]["negatives"], config["logging"]["wandb"]["group"]) == (
+        1,
+        "all_zero",
+        "tiny",
+    )
+    assert sorted(p.name for p in (results_dir / "runs").iterdir()) == [
+        f"{n}.json" for n in ("tiny-ci-none-s0", "tiny-ci-none-s1", "tiny-ci-per_channel-s0", "tiny-ci-per_channel-s1")
+    ]
+
+    aggregate_directory(results_dir)
+    markdown = (results_dir / "results.md").read_text()
+    assert "2 strategies x 2 seeds (0, 1) = 4 runs" in markdown and "tuned on val (optimistic)" in markdown
+    assert "no checkpoint or epoch is selected on validation" in markdown and "Student t" in markdown
+    assert "--experiment" in markdown and "--aggregate-only" in markdown
+    assert "with --jobs 1." in markdown  # how the runs were trained (wall times depend on it)
+    for strategy in ("none", "per_channel"):
+        assert f"| {strategy} | " in markdown
+    csv_rows = (results_dir / "results.csv").read_text().splitlines()
+    assert csv_rows[0].startswith("strategy,quantity,variant,channel,n,mean")
+    assert {line.split(",")[0] for line in csv_rows[1:]} == {"none", "per_channel"}
+    assert any(line.startswith("per_channel,dice,0.5,speck,2,") for line in csv_rows)
+    assert (results_dir / "dice_per_channel.png").stat().st_size > 0
+    assert (results_dir / "dice_vs_frequency.png").stat().st_size > 0
+
+    # --jobs: each run as scripts/train.py (called here in this process); finished runs are skipped
+    calls = []
+
+    def fake_subprocess_run(command, stdout, **kwargs):
+        calls.append(command)
+        assert Path(command[1]) == grid.TRAIN_SCRIPT
+        return type("Done", (), {"returncode": run_main(train_app.main, command[2:])})()
+
+    monkeypatch.setattr(grid.subprocess, "run", fake_subprocess_run)
+    grid.run_experiment(experiment, "ci", extra, jobs=2, results_root=results_root, progress=False)
+    assert len(calls) == 4 and trained == ["tiny-ci-per_channel-s0", "tiny-ci-per_channel-s1"]
+
+    shutil.rmtree(runs_dir)  # the aggregation needs only the copied summaries and the manifest
+    (results_dir / "results.md").unlink()
+    assert (
+        run_main(
+            compare_app.main,
+            ["--experiment", str(experiment_file), "--profile", "ci", "--out", str(results_root), "--aggregate-only"],
+        )
+        == 0
+    )
+    assert (results_dir / "results.md").read_text() == markdown
+
+    # a fresh checkout has the committed results but no runs/: nothing is retrained
+    trained.clear()
+    monkeypatch.setattr(grid.subprocess, "run", None)  # no subprocess may start either
+    grid.run_experiment(experiment, "ci", extra, results_root=results_root, progress=False)
+    grid.run_experiment(experiment, "ci", extra, jobs=2, results_root=results_root, progress=False)
+    assert trained == [] and not runs_dir.exists()
