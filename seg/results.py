@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from seg.errors import ConfigError
 
 T = TypeVar("T", bound="Record")
+EXTRA = "extra"  # the field of a record that keeps keys it does not declare (written after the others)
 
 
 class Record:
@@ -37,6 +38,9 @@ class Record:
         out: dict[str, Any] = {}
         for field in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, field.name)
+            if field.name == EXTRA:  # keys a strategy reports beyond the known ones, written last
+                out.update(value)
+                continue
             if value is None and field.default is None:  # an optional key this file does not have
                 continue
             out[field.name] = _plain(value)
@@ -94,11 +98,19 @@ def _build(cls: type[T], data: Any, source: str, key: str) -> T:
         raise _refuse(source, key, f"expected an object ({cls.__name__}), got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     prefix = f"{key}." if key else ""
-    missing = [prefix + n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING]
+    missing = [
+        prefix + n
+        for n, f in fields.items()
+        if n not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
         plural = "s" if len(missing) > 1 else ""
         raise ConfigError(f"{source}: missing key{plural} {', '.join(map(repr, missing))} ({cls.__name__})")
     unknown = [prefix + k for k in data if k not in fields]
+    if unknown and EXTRA in fields:  # a record that keeps what it does not know (RunSummary: strategy keys)
+        extra = {k: data[k] for k in data if k not in fields}
+        data = {k: v for k, v in data.items() if k in fields} | {EXTRA: extra}
+        unknown = []
     if unknown:
         plural = "s" if len(unknown) > 1 else ""
         raise ConfigError(f"{source}: unknown key{plural} {', '.join(map(repr, unknown))} (not in {cls.__name__})")
@@ -222,6 +234,8 @@ class RunSummary(Record):
     weight_map_stats: dict[str, MapStats] | None = None  # class_map, border_map
     class_weights: list[float] | None = None  # class_map, border_map
     provenance: Provenance | None = None  # absent in summaries from before provenance was recorded
+    # what a strategy reports beyond the keys above (a strategy added to the registry may report its own)
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def read(cls, path: str | Path) -> RunSummary:

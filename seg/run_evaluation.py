@@ -30,12 +30,13 @@ from seg.data.synthetic import ensure_synthetic
 from seg.data.transforms import eval_transform
 from seg.engine import StepOptions, evaluate, overlay_examples
 from seg.errors import DataError
-from seg.files import write_json_atomic, write_text_atomic
+from seg.files import strict, write_json_atomic, write_text_atomic
 from seg.models import build_model
 from seg.outputs.overlays import overlay_grid, save_overlay_grid
 from seg.outputs.reliability import plot_reliability
 from seg.outputs.tables import results_table
 from seg.provenance import provenance
+from seg.results import EvalResult
 from seg.scoring.thresholds import log_q
 from seg.scoring.validation import Evaluator
 from seg.tracking import Tracker
@@ -114,7 +115,8 @@ def evaluate_run(
         evaluator = Evaluator.from_config(cfg.metrics, len(names), dev, log_q(effective), tuned)
         loss = _run_pass(model, dataset, evaluator, options, cfg, "test")
     metrics = evaluator.compute(names)
-    result = {
+    path = run_dir / f"eval-{split}.json"
+    record = {
         "run": cfg.run.name,
         "split": split,
         "checkpoint": "checkpoints/best.pt",
@@ -124,10 +126,11 @@ def evaluate_run(
         "metrics": metrics,
         "provenance": provenance(str(dev)),
     }
+    result = EvalResult.from_dict(strict(record), path).to_dict()  # the typed record is what is written
 
     title = f"{cfg.run.name}: {split} (best.pt, epoch {saved.get('epoch')})"
     table = results_table(metrics, names, title)
-    write_json_atomic(run_dir / f"eval-{split}.json", result)
+    write_json_atomic(path, result)
     write_text_atomic(run_dir / f"eval-{split}.md", table)
     plot_reliability(
         evaluator.reliability(),

@@ -14,6 +14,7 @@ from seg.errors import TrainingDiverged
 from seg.files import make_folder, strict, write_json_atomic
 from seg.losses import WeightedBCELoss
 from seg.provenance import provenance
+from seg.results import RunSummary
 from seg.tracking import Tracker
 
 FAILED = "FAILED"
@@ -118,8 +119,9 @@ def finish(
     cfg: Config, summary: dict, run_dir: Path, device: torch.device, tracker: Tracker | None, strategy_name: str
 ) -> dict:
     """Write summary.json (strict JSON, with provenance) and close the W&B run (opened here if ``tracker`` is None)."""
-    summary = strict(summary) | {"provenance": provenance(str(device))}
-    write_json_atomic(run_dir / "summary.json", summary)
+    path = run_dir / "summary.json"
+    summary = RunSummary.from_dict(strict(summary) | {"provenance": provenance(str(device))}, path).to_dict()
+    write_json_atomic(path, summary)
     if tracker is None:
         tracker = open_tracker(cfg, run_dir, summary["provenance"], strategy_name)
     tracker.summary(

@@ -109,3 +109,13 @@ def test_unknown_keys_and_wrong_shapes_are_refused(tmp_path):
     path.write_text("{")
     with pytest.raises(ConfigError, match=rf"^{path}: not a readable JSON file"):
         RunSummary.read(path)
+
+
+def test_a_strategy_may_report_keys_of_its_own_and_they_are_written_last():
+    # A strategy added to the registry may report keys RunSummary does not declare: kept, after the others.
+    data = json.loads(COMMITTED[0].read_text()) | {"toy_channels": ["a", "b"]}
+    summary = RunSummary.from_dict(data)
+    assert summary.extra == {"toy_channels": ["a", "b"]}
+    assert list(summary.to_dict())[-1] == "toy_channels" and summary.to_dict() == data
+    data.pop("toy_channels")
+    assert RunSummary.from_dict(data).extra == {} and "extra" not in RunSummary.from_dict(data).to_dict()

@@ -17,7 +17,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from seg.config import REPO_ROOT, Config, ConfigError, expand_path
+from seg.config import REPO_ROOT, Config, ConfigError, expand_path, mask_spec
 from seg.experiments.experiment import (
     Experiment,
     PlannedRun,
@@ -73,7 +73,7 @@ def build_manifest(
         "reference": experiment.reference,
         "runs": [{"name": r.name, "strategy": r.strategy, "seed": r.seed} for r in runs],
         "classes": list(cfg.data.classes),
-        "data": {"root": cfg.data.root, "mask_format": cfg.data.mask_format, "split_seed": cfg.data.split_seed},
+        "data": {"root": cfg.data.root, "mask_format": mask_spec(cfg).fmt, "split_seed": cfg.data.split_seed},
         "budget": {
             "epochs": cfg.train.epochs,
             "image_size": cfg.data.image_size,
