@@ -52,6 +52,11 @@ def quiet_environment() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def add_override_argument(parser: argparse.ArgumentParser, help: str = "override a config key, repeatable") -> None:
+    """``--set KEY=VALUE`` (repeatable) into ``args.overrides``: dotted keys, YAML values."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
 

@@ -13,6 +13,17 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Overrides that make a training run take seconds (2 steps of 64 px crops, a small encoder, no W&B).
+TINY_TRAIN = [
+    "data.image_size=64",
+    "train.batch_size=4",
+    "train.max_steps_per_epoch=2",
+    "data.max_val_images=2",
+    "model.encoder=resnet18",
+    "logging.wandb.mode=disabled",
+    "--no-progress",
+]
+
 
 @pytest.fixture(autouse=True)
 def _wandb_home(tmp_path_factory, monkeypatch):

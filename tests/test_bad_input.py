@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, binary_dataset, write_config, write_png
+from conftest import REPO, TINY_TRAIN, binary_dataset, write_config, write_png
 
 from seg import checkpoint
 from seg.apps import audit as audit_app
@@ -31,15 +31,7 @@ from seg.models import build_model
 from seg.run_data import prepare_data
 
 SCRIPTS = {"train": train_app, "evaluate": evaluate_app, "compare": compare_app, "audit_masks": audit_app}
-TINY = [
-    "data.image_size=64",
-    "train.batch_size=4",
-    "train.max_steps_per_epoch=2",
-    "data.max_val_images=2",
-    "model.encoder=resnet18",
-    "logging.wandb.mode=disabled",
-    "--no-progress",
-]
+TINY = TINY_TRAIN
 
 
 @dataclass

@@ -1,7 +1,6 @@
 """Tests for seg/distributed.py: the DDP reductions (sum of counts, gathered rows) with 2 gloo processes."""
 
 import json
-import math
 import os
 
 import pytest
@@ -11,21 +10,6 @@ import torch.multiprocessing as mp
 from conftest import random_case
 
 from seg.distributed import all_gather_rows, all_reduce_counts
-
-NAN = float("nan")
-
-
-def logits_from(pred):
-    """0/1 prediction -> logits +-5 (sigmoid 0.993 / 0.007)."""
-    return torch.as_tensor(pred, dtype=torch.float32) * 10 - 5
-
-
-def close(value, expected):
-    value = float(value)
-    if isinstance(expected, float) and math.isnan(expected):
-        return math.isnan(value)
-    return value == pytest.approx(float(expected), abs=1e-12)
-
 
 # ----------------------------------------------------------- DDP: 2 gloo processes
 

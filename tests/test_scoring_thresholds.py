@@ -18,21 +18,6 @@ from seg.scoring.thresholds import (
     threshold_histograms,
 )
 
-NAN = float("nan")
-
-
-def logits_from(pred):
-    """0/1 prediction -> logits +-5 (sigmoid 0.993 / 0.007)."""
-    return torch.as_tensor(pred, dtype=torch.float32) * 10 - 5
-
-
-def close(value, expected):
-    value = float(value)
-    if isinstance(expected, float) and math.isnan(expected):
-        return math.isnan(value)
-    return value == pytest.approx(float(expected), abs=1e-12)
-
-
 # ------------------------------------------------------------------ threshold histograms
 
 

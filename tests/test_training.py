@@ -2,9 +2,9 @@
 resume, more epochs, divergence and checkpoint safety, end to end on tiny data.
 
 What is pinned: an interrupted run resumes to the same numbers as an uninterrupted one (the
-criterion's state, e.g. the per_batch EMA, included; a last.pt of the older format, with
-``weighting_previous``, resumes the EMA too); a run killed between its last checkpoint and
-summary.json finishes on rerun; another train.epochs continues the LR from where it was (a new
+criterion's state, e.g. the per_batch EMA, included; the older last.pt format, with
+``weighting_previous``, is tested in tests/test_run_files.py); a run killed between its last
+checkpoint and summary.json finishes on rerun; another train.epochs continues the LR from where it was (a new
 cosine segment, recorded) and never jumps; a non-finite loss stops with exit 3 and leaves the last
 good checkpoint; a checkpoint carrying a pickle payload is refused without running it.
 """
@@ -13,31 +13,16 @@ import json
 import math
 import os
 
-import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, TINY_TRAIN
 
 from seg import checkpoint
 from seg.apps import evaluate as evaluate_app
 from seg.apps import train as train_app
 from seg.cli import run_main
-from seg.config import BASE_CONFIG, MaskSpec, load_config
-from seg.data.counts import MaskCounts
-from seg.files import write_json_atomic
-from seg.losses import WeightedBCELoss
-from seg.run_files import load_criterion_state
-from seg.weighting.registry import build_strategy
 
-TINY = [
-    "data.image_size=64",
-    "train.batch_size=4",
-    "train.max_steps_per_epoch=2",
-    "data.max_val_images=2",
-    "model.encoder=resnet18",
-    "logging.wandb.mode=disabled",
-    "--no-progress",
-]
+TINY = TINY_TRAIN
 
 
 def train(out, root, *args):
@@ -89,32 +74,6 @@ def test_interrupted_run_resumes_to_the_same_numbers(tmp_path, synthetic_root, m
     ]  # same computation: exact
     summary = json.loads((run / "summary.json").read_text())
     assert summary["epochs_completed"] == 3 and summary["lr_schedule"] == [{"epochs": [0, 3], "lr_start": 0.001}]
-
-
-def test_a_last_checkpoint_of_the_older_format_resumes_the_ema():
-    """last.pt files written before the criterion was saved hold the EMA value as weighting_previous."""
-    strategy_counts = MaskCounts(1, positive_pixels=np.array([30]), valid_pixels=100, all_zero_pixels=70)
-    loss = load_config(BASE_CONFIG, ["loss.weighting=per_batch", "loss.ema=0.9"]).loss
-
-    def criterion():
-        return WeightedBCELoss(build_strategy(loss, strategy_counts, MaskSpec("binary", ("a",))))
-
-    def batch(positives):
-        target = torch.zeros(1, 1, 2, 2)
-        target.view(-1)[:positives] = 1
-        return {"target": target, "valid": torch.ones(1, 1, 2, 2, dtype=torch.bool)}
-
-    trained, logits = criterion(), torch.zeros(1, 1, 2, 2)
-    for positives in (1, 2):
-        trained(logits, batch(positives))
-    legacy, current, fresh = criterion(), criterion(), criterion()
-    load_criterion_state(legacy, {"weighting_previous": trained.strategy.previous.clone()})
-    load_criterion_state(current, {"criterion": trained.state_dict()})
-    load_criterion_state(fresh, {"weighting_previous": None})  # the other strategies wrote None: nothing to load
-    expected = trained(logits, batch(1))[2]  # .9 * (.9 * 3 + .1 * 1) + .1 * 3 = 2.82
-    assert expected.item() == pytest.approx(2.82)
-    assert torch.equal(legacy(logits, batch(1))[2], expected) and torch.equal(current(logits, batch(1))[2], expected)
-    assert fresh(logits, batch(1))[2].item() == pytest.approx(3.0)  # no previous value: the batch's own
 
 
 def test_killed_before_summary_finishes_on_rerun(tmp_path, synthetic_root, capsys):
@@ -189,13 +148,6 @@ def test_divergence_stops_with_exit_3_and_keeps_the_last_good_checkpoint(tmp_pat
     assert last.read_bytes() == poisoned != before  # not overwritten by the diverged epoch
     weights = checkpoint.load(good / "synthetic" / "checkpoints" / "best.pt")["model"]
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
-
-
-def test_json_outputs_are_strict(tmp_path):
-    path = tmp_path / "x.json"
-    write_json_atomic(path, {"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": -math.inf}})
-    assert json.loads(path.read_text()) == {"a": None, "b": [1.0, None], "c": {"d": None}}
-    assert "NaN" not in path.read_text() and "Infinity" not in path.read_text()
 
 
 class _Payload:

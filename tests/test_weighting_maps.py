@@ -64,34 +64,36 @@ EXAMPLES = {
 }
 
 
-@pytest.mark.parametrize("mode", sorted(EXAMPLES))
-def test_class_weight_map_by_hand(mode):
-    make, expected = EXAMPLES[mode]
+@pytest.mark.parametrize("mask_format", sorted(EXAMPLES))
+def test_class_weight_map_by_hand(mask_format):
+    make, expected = EXAMPLES[mask_format]
     target, valid, class_weights = make()
-    weight = class_weight_map(target, valid, class_weights, mode)
+    weight = class_weight_map(target, valid, class_weights, mask_format)
     assert weight.shape == (target.shape[0], 1, *target.shape[2:])
     assert weight.dtype == torch.float32
     torch.testing.assert_close(weight, torch.tensor(expected))
     # valid=None: every pixel is weighted
-    unmasked = class_weight_map(target, None, class_weights, mode)
+    unmasked = class_weight_map(target, None, class_weights, mask_format)
     torch.testing.assert_close(unmasked[valid], torch.tensor(expected)[valid])
     assert (unmasked > 0).all()
 
 
-@pytest.mark.parametrize("mode", sorted(EXAMPLES))
-def test_class_weight_map_uniform_weights_are_no_weighting(mode):
+@pytest.mark.parametrize("mask_format", sorted(EXAMPLES))
+def test_class_weight_map_uniform_weights_are_no_weighting(mask_format):
     # invariance: all-ones class weights give 1 on valid pixels and 0 on ignored ones
-    target, valid, class_weights = EXAMPLES[mode][0]()
-    weight = class_weight_map(target, valid, torch.ones_like(class_weights), mode)
+    target, valid, class_weights = EXAMPLES[mask_format][0]()
+    weight = class_weight_map(target, valid, torch.ones_like(class_weights), mask_format)
     torch.testing.assert_close(weight, valid.float())
 
 
-@pytest.mark.parametrize("mode", sorted(EXAMPLES))
-def test_class_weight_map_compiles_without_host_sync(mode):
-    target, valid, class_weights = EXAMPLES[mode][0]()
-    compiled = torch.compile(functools.partial(class_weight_map, mode=mode), fullgraph=True, backend="eager")
+@pytest.mark.parametrize("mask_format", sorted(EXAMPLES))
+def test_class_weight_map_compiles_without_host_sync(mask_format):
+    target, valid, class_weights = EXAMPLES[mask_format][0]()
+    compiled = torch.compile(
+        functools.partial(class_weight_map, mask_format=mask_format), fullgraph=True, backend="eager"
+    )
     torch.testing.assert_close(
-        compiled(target, valid, class_weights), class_weight_map(target, valid, class_weights, mode)
+        compiled(target, valid, class_weights), class_weight_map(target, valid, class_weights, mask_format)
     )
 
 
@@ -101,5 +103,16 @@ def test_class_weight_map_refuses_mismatches():
         class_weight_map(target, valid, torch.ones(2), "multilabel")
     with pytest.raises(ValueError, match="C == 1"):
         class_weight_map(target, valid, torch.ones(2), "binary")
-    with pytest.raises(ValueError, match="mode"):
+    with pytest.raises(ValueError, match="mask_format"):
         class_weight_map(target, valid, torch.ones(3), "softmax")
+
+
+def test_instance_masks_weight_like_binary_masks():
+    # an instance mask's target is its binary foreground: the same two class weights apply
+    target, valid, class_weights = EXAMPLES["binary"][0]()
+    torch.testing.assert_close(
+        class_weight_map(target, valid, class_weights, "instance"),
+        class_weight_map(target, valid, class_weights, "binary"),
+        rtol=0,
+        atol=0,
+    )

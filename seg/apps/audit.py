@@ -15,7 +15,7 @@ import argparse
 import time
 from pathlib import Path
 
-from seg.cli import ArgumentParser, add_common_arguments, at_least, quiet_environment
+from seg.cli import ArgumentParser, add_common_arguments, add_override_argument, at_least, quiet_environment
 from seg.config import ConfigError, MaskSpec
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "audit_masks.py"  # the command provenance records
@@ -33,7 +33,7 @@ def parse_args(argv):
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", help="training config (YAML): audits its data.root as training reads it")
     source.add_argument("--masks", type=Path, help="a folder of masks (images in a sibling images/)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    add_override_argument(parser, "config override (repeatable)")
     parser.add_argument("--format", choices=["binary", "index", "multilabel", "instance"], help="with --masks")
     parser.add_argument(
         "--classes",
@@ -85,7 +85,7 @@ def parse_args(argv):
             f"{', '.join(masks_only)} go with --masks; with --config the config says it "
             "(override with --set data.KEY=VALUE)"
         )
-    if args.masks and args.set:
+    if args.masks and args.overrides:
         parser.error("--set goes with --config")
     if args.masks and not args.format:
         parser.error("--masks needs --format binary|index|multilabel|instance")
@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     from seg.config import load_config
 
     if args.config:
-        cfg = load_config(args.config, args.set)
+        cfg = load_config(args.config, args.overrides)
         plan = audit.plan_from_config(
             cfg, args.config, args.split or "train", args.out, args.objects, args.objects_from
         )

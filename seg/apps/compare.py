@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from seg.cli import ArgumentParser, add_common_arguments, at_least, quiet_environment
+from seg.cli import ArgumentParser, add_common_arguments, add_override_argument, at_least, quiet_environment
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "compare.py"  # the command provenance records
 
@@ -31,14 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="runs at a time, as subprocesses (default 1; wall time per epoch is measured with 1)",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key for every run, repeatable",
-    )
+    add_override_argument(parser, "override a config key for every run, repeatable")
     parser.add_argument("--out", type=Path, default=None, help="results root (default experiments/results)")
     parser.add_argument("--aggregate-only", action="store_true", help="re-aggregate from the copied summaries")
     parser.add_argument("--update-readme", action="store_true", help="copy results.md into README.md's block")

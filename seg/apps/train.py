@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from seg.cli import ArgumentParser, add_common_arguments, quiet_environment
+from seg.cli import ArgumentParser, add_common_arguments, add_override_argument, quiet_environment
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train.py"  # the command provenance records
 
@@ -18,14 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, load the config, train (or resume), print the results table; returns the exit code."""
     parser = ArgumentParser(prog="train.py", description=__doc__)
     parser.add_argument("--config", required=True, help="YAML config (only what differs from configs/base.yaml)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, repeatable",
-    )
+    add_override_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_common_arguments(parser)
     args, bare = parser.parse_known_args(argv)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-CLASS_MAP_MODES = ("binary", "index", "multilabel")
+MASK_FORMATS = ("binary", "instance", "index", "multilabel")  # the values of data.mask_format
 
 
 def median_frequency_weights(class_pixels: np.ndarray, image_pixels: np.ndarray | None = None) -> np.ndarray:
@@ -48,7 +48,7 @@ def class_weight_map(
     target: torch.Tensor,
     valid: torch.Tensor | None,
     class_weights: torch.Tensor,
-    mode: str,
+    mask_format: str,
 ) -> torch.Tensor:
     """Per-pixel weight [B,1,H,W] set by each pixel's true class.
 
@@ -56,7 +56,7 @@ def class_weight_map(
         target: [B,C,H,W] targets in [0, 1]; soft targets count as positive where >= 0.5.
         valid: [B,1,H,W] bool, False = ignore (weight 0); None = every pixel valid.
         class_weights: 1-D tensor of class weights (e.g. from median_frequency_weights):
-            * "binary" (C == 1): 2 entries (w_negative, w_positive); a pixel gets w_positive
+            * "binary" or "instance" (C == 1): 2 entries (w_negative, w_positive); a pixel gets w_positive
               where target >= 0.5, else w_negative.
             * "index" (one-hot, C classes, ignore removed): C entries; a pixel gets
               class_weights[argmax_c target].
@@ -64,31 +64,32 @@ def class_weight_map(
               the all-zero "background" class; a pixel gets the largest class_weights[c]
               over its positive channels (the rarest class it belongs to wins), or
               class_weights[C] where no channel is positive.
-        mode: "binary", "index" or "multilabel".
+        mask_format: the masks' format (``MaskSpec.fmt``): "binary", "instance", "index" or "multilabel".
 
     Returns:
         [B,1,H,W] float (class_weights' dtype, float32 if it is an integer tensor), on
         target's device. Pure tensor ops without host synchronisation: it compiles with
-        ``torch.compile(fullgraph=True)`` for a fixed mode.
+        ``torch.compile(fullgraph=True)`` for a fixed format.
     """
     if target.ndim != 4:
         raise ValueError(f"target must be [B,C,H,W], got shape {tuple(target.shape)}")
     channels = target.shape[1]
-    expected = {"binary": 2, "index": channels, "multilabel": channels + 1}
-    if mode not in expected:
-        raise ValueError(f"mode must be one of {CLASS_MAP_MODES}, got {mode!r}")
-    if mode == "binary" and channels != 1:
-        raise ValueError(f"mode 'binary' needs C == 1, got C = {channels}")
-    if class_weights.ndim != 1 or class_weights.shape[0] != expected[mode]:
+    expected = {"binary": 2, "instance": 2, "index": channels, "multilabel": channels + 1}
+    if mask_format not in expected:
+        raise ValueError(f"mask_format must be one of {MASK_FORMATS}, got {mask_format!r}")
+    one_channel = mask_format in ("binary", "instance")
+    if one_channel and channels != 1:
+        raise ValueError(f"mask_format {mask_format!r} needs C == 1, got C = {channels}")
+    if class_weights.ndim != 1 or class_weights.shape[0] != expected[mask_format]:
         raise ValueError(
-            f"mode {mode!r} with C = {channels} needs {expected[mode]} class weights, "
+            f"mask_format {mask_format!r} with C = {channels} needs {expected[mask_format]} class weights, "
             f"got shape {tuple(class_weights.shape)}"
         )
     dtype = class_weights.dtype if class_weights.is_floating_point() else torch.float32
     weights = class_weights.to(device=target.device, dtype=dtype)
-    if mode == "binary":
+    if one_channel:
         weight = weights[(target >= 0.5).long()]
-    elif mode == "index":
+    elif mask_format == "index":
         weight = weights[target.argmax(dim=1, keepdim=True)]
     else:
         positive = target >= 0.5

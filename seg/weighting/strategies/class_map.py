@@ -17,18 +17,18 @@ if TYPE_CHECKING:
     from seg.data.counts import MaskCounts
 
 
-def class_counts(counts: MaskCounts, spec: MaskSpec) -> tuple[np.ndarray, str]:
-    """Pixel counts per class for the class-frequency map, and the class_weight_map mode, for ``spec.fmt``.
+def class_counts(counts: MaskCounts, spec: MaskSpec) -> np.ndarray:
+    """Pixel counts per class for the class-frequency map, for ``spec.fmt``.
 
     binary/instance: (negative, positive); index: the C classes; multilabel: the C channels, then
     the all-zero pixels (the "background" class).
     """
     positive = np.asarray(counts.positive_pixels)
     if spec.fmt in ("binary", "instance"):
-        return np.array([counts.valid_pixels - positive[0], positive[0]]), "binary"
+        return np.array([counts.valid_pixels - positive[0], positive[0]])
     if spec.fmt == "index":
-        return positive.copy(), "index"
-    return np.append(positive, counts.all_zero_pixels), "multilabel"
+        return positive.copy()
+    return np.append(positive, counts.all_zero_pixels)
 
 
 @register("class_map")
@@ -43,12 +43,12 @@ class ClassMap(Strategy):
 
     def __init__(self, counts: MaskCounts, spec: MaskSpec, loss: LossConfig) -> None:
         super().__init__(counts, spec, loss)
-        per_class, self.mode = class_counts(counts, spec)
+        per_class, self.mask_format = class_counts(counts, spec), spec.fmt
         weights = np.clip(median_frequency_weights(per_class), loss.clamp[0], loss.clamp[1])
         self.register_buffer("class_weights", torch.as_tensor(weights, dtype=torch.float32))
 
     def batch_weight(self, batch: dict) -> torch.Tensor:
-        return class_weight_map(batch["target"], batch["valid"], self.class_weights, self.mode)
+        return class_weight_map(batch["target"], batch["valid"], self.class_weights, self.mask_format)
 
     def report(self, train: dict, class_names: Sequence[str]) -> dict:
         mean = float(train["sums"].mean_applied_weight())

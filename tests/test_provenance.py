@@ -1,0 +1,61 @@
+"""Tests for seg/provenance.py: the command as typed (quoted, script relative to the repo), the command
+recorded by run_main over sys.argv, and the keys of the provenance block (what a written summary.json
+carries end to end is pinned in tests/test_apps_train.py)."""
+
+import platform
+import re
+import sys
+
+import pytest
+import torch
+from conftest import REPO
+
+from seg import provenance
+
+
+@pytest.fixture
+def restore_command(monkeypatch):
+    """Put back the recorded command after the test (record_command sets a module global)."""
+    monkeypatch.setattr(provenance, "_COMMAND", provenance._COMMAND)
+
+
+def test_command_line_quotes_arguments_and_makes_the_script_repo_relative():
+    script = str(REPO / "scripts" / "train.py")
+    argv = [script, "--config", "configs/my run.yaml", "--set", "run.name=it's", "$HOME"]
+    assert provenance.command_line(argv) == (
+        "python scripts/train.py --config 'configs/my run.yaml' --set 'run.name=it'\"'\"'s' '$HOME'"
+    )
+    assert provenance.command_line(["/opt/tools/train.py", "-x"]) == "python /opt/tools/train.py -x"  # outside the repo
+    assert provenance.command_line(["/usr/bin/seg-train", "--a"]) == "/usr/bin/seg-train --a"  # not a .py: no python
+    assert provenance.command_line([]) == ""
+
+
+def test_record_command_overrides_sys_argv(monkeypatch, restore_command):
+    monkeypatch.setattr(sys, "argv", ["/usr/lib/python3/pytest", "-q"])
+    monkeypatch.setattr(provenance, "_COMMAND", None)
+    assert provenance.command_line() == "/usr/lib/python3/pytest -q"  # nothing recorded: sys.argv
+    argv = [str(REPO / "scripts" / "evaluate.py"), "--run", "runs/a b"]
+    provenance.record_command(argv)
+    argv.append("--later")  # a copy was recorded
+    assert provenance.command_line() == "python scripts/evaluate.py --run 'runs/a b'"
+    assert provenance.provenance()["command"] == "python scripts/evaluate.py --run 'runs/a b'"
+    assert provenance.provenance(argv=["x.py"])["command"] == "python x.py"  # an explicit argv wins
+
+
+def test_provenance_block_keys_and_values():
+    block = provenance.provenance("cpu", argv=[str(REPO / "scripts" / "train.py")])
+    assert set(block) == {"commit", "dirty", "command", "versions", "device"}
+    assert re.fullmatch(r"[0-9a-f]{40}", block["commit"]) and isinstance(block["dirty"], bool)  # a git checkout
+    assert block["command"] == "python scripts/train.py"
+    versions = block["versions"]
+    assert set(versions) == {"python", *provenance.PACKAGES.values()}
+    assert versions["python"] == platform.python_version() and versions["torch"] == torch.__version__
+    assert versions["numpy"] == provenance.package_version("numpy") is not None
+    device = block["device"]
+    assert set(device) == {"type", "name", "cpu", "cpu_count", "torch_threads"}
+    assert device["type"] == "cpu" and device["name"] == device["cpu"] == provenance.cpu_model() != ""
+    assert device["torch_threads"] == torch.get_num_threads() and device["cpu_count"] >= 1
+
+
+def test_package_version_of_a_missing_distribution_is_none():
+    assert provenance.package_version("surely-not-an-installed-distribution") is None
