@@ -26,6 +26,7 @@ import torch
 
 from seg import checkpoint, schedule
 from seg.config import Config, ConfigError, config_to_dict, expand_path, replace, save_config
+from seg.data.counts import read_mask_stats
 from seg.data.dataset import SegmentationDataset, pad_collate
 from seg.engine import (
     NonFiniteLoss,
@@ -79,11 +80,9 @@ def build_criterion(cfg: Config, data: RunData) -> tuple[WeightedBCELoss, dict]:
     counts = data.train_counts
     source = {"stats_source": "training split"}
     if cfg.loss.stats_file:
-        from seg.audit import read_stats_file
-
         path = expand_path(cfg.loss.stats_file)
-        counts, sha256 = read_stats_file(path, list(cfg.data.classes))
-        source = {"stats_source": str(path), "stats_sha256": sha256}
+        stats = read_mask_stats(path, list(cfg.data.classes))
+        counts, source = stats.counts, {"stats_source": str(path), "stats_sha256": stats.sha256}
     strategy = build_strategy(cfg.loss, counts, data.spec)
     return WeightedBCELoss(strategy, cfg.loss.apply_as, cfg.loss.normalize), source
 

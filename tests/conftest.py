@@ -112,6 +112,44 @@ def random_case(seed, n=4, c=3, h=8, w=12, ignore=True, empty_channels=True):
     return logits, target, valid
 
 
+# ------------------------------------------------------- PNG colour types (test_data_reading.py, test_run_data.py)
+
+GREY = np.array([[0, 255, 255], [0, 0, 255]], np.uint8)  # la_png's grey plane
+ALPHA = np.array([[255, 255, 0], [0, 0, 0]], np.uint8)  # la_png's alpha plane: differs from the grey
+
+
+def la_png(path: Path, grey: np.ndarray = GREY, alpha: np.ndarray = ALPHA) -> Path:
+    """A grey+alpha PNG (colour type 4), written by PIL."""
+    from PIL import Image
+
+    Image.fromarray(np.stack([grey, alpha], axis=-1), mode="LA").save(path)
+    return path
+
+
+def palette_png(path: Path, indices: np.ndarray, palette: list[int], **save) -> Path:
+    """A palette PNG (colour type 3) of ``indices`` into ``palette`` (flat RGB), written by PIL; ``save``: e.g.
+    ``transparency`` (one alpha byte per palette entry: a tRNS chunk)."""
+    from PIL import Image
+
+    image = Image.fromarray(indices, mode="P")
+    image.putpalette(palette)
+    image.save(path, **save)
+    return path
+
+
+# ------------------------------------------------------- synthetic data (test_data_synthetic.py, test_run_data.py)
+
+
+@pytest.fixture
+def small_generate(monkeypatch):
+    """ensure_synthetic generates 4 tiny images (the default 48 of 144x144 are slow for a test)."""
+    from functools import partial
+
+    from seg.data import synthetic
+
+    monkeypatch.setattr(synthetic, "generate", partial(synthetic.generate, count=4, size=24))
+
+
 # ------------------------------------------------------------------ mask audits (test_audit_*.py, test_apps_audit.py)
 
 
@@ -158,3 +196,70 @@ def audit_stats(plan, workers: int = 1) -> dict:
 def stats_channel(stats: dict, name: str) -> dict:
     """The entry of channel ``name`` in mask_stats.json's content."""
     return next(c for c in stats["channels"] if c["name"] == name)
+
+
+# ------------------------------------------------------------------ weighting strategies (test_weighting_*.py)
+
+CLAMP = (0.001, 1000.0)
+
+
+def loss_config(weighting="none", negatives="pixels", ema=None, instances_from="instance", apply_as="pos_weight"):
+    """A validated loss section: ``weighting`` with the clamp CLAMP, no normalize, no stats file."""
+    from seg.config.schema import LossConfig
+
+    return LossConfig.model_validate(
+        {
+            "weighting": weighting,
+            "apply_as": apply_as,
+            "negatives": negatives,
+            "clamp": CLAMP,
+            "normalize": False,
+            "stats_file": None,
+            "ema": ema,
+            "border": {"instances_from": instances_from, "connectivity": 4, "w0": 10.0, "sigma": 5.0},
+        }
+    )
+
+
+def counts(positive, valid, all_zero):
+    """Training-split counts (a seg.data.counts.MaskCounts) from positives per channel and two totals."""
+    from seg.data.counts import MaskCounts
+
+    positive = np.asarray(positive, dtype=np.int64)
+    return MaskCounts(len(positive), positive_pixels=positive, valid_pixels=valid, all_zero_pixels=all_zero)
+
+
+def build(name, mask_counts, fmt="multilabel", **loss):
+    """The strategy ``name`` built from ``mask_counts`` for ``fmt`` masks (channels c0, c1, ...)."""
+    from seg.config import MaskSpec
+    from seg.weighting.registry import build_strategy
+
+    spec = MaskSpec(fmt, tuple(f"c{i}" for i in range(mask_counts.num_channels)))
+    return build_strategy(loss_config(name, **loss), mask_counts, spec)
+
+
+def masks():
+    """2 images, 2 channels, 2x2 pixels; one pixel of image 1 ignored (as in test_weighting_formulas).
+
+    Positives (valid): channel 0: 3, channel 1: 1; valid pixels 7; all-zero valid pixels 4.
+    """
+    import torch
+
+    target = torch.zeros(2, 2, 2, 2)
+    target[0, 0, 0, 0] = target[0, 0, 0, 1] = target[1, 0, 0, 0] = 1
+    target[0, 1, 0, 1] = target[1, 1, 1, 1] = 1
+    valid = torch.ones(2, 1, 2, 2, dtype=torch.bool)
+    valid[1, 0, 1, 1] = False
+    return {"target": target, "valid": valid}
+
+
+DATASET = counts([3, 1], valid=7, all_zero=4)  # the counts of masks()
+
+
+def binary_batch(positives: int) -> dict:
+    """One 2x2 binary image with ``positives`` positive pixels."""
+    import torch
+
+    target = torch.zeros(1, 1, 2, 2)
+    target.view(-1)[:positives] = 1
+    return {"target": target, "valid": torch.ones(1, 1, 2, 2, dtype=torch.bool)}

@@ -48,11 +48,12 @@ def test_multilabel_overlap_both_negative_definitions(tmp_path, layout):
     assert stats["problems"] == []
 
 
-def test_read_stats_file_gives_the_counts_training_reads(tmp_path):
+def test_mask_stats_read_back_give_the_counts_training_reads(tmp_path):
     masks = problem_folder(tmp_path / "data")
     out = tmp_path / "out"
     stats = audit.run_audit(audit.plan_from_masks(masks, BINARY, out=str(out)), workers=1, progress=False)
-    counts, sha256 = audit.read_stats_file(out / "mask_stats.json", classes=["fg"])  # what training reads
+    read_back = read_mask_stats(out / "mask_stats.json", classes=["fg"])  # what training reads
+    counts, sha256 = read_back.counts, read_back.sha256
     fg = stats_channel(stats, "fg")
     assert counts.positive_pixels.tolist() == [fg["positive_pixels"]] and counts.positive_pixels.dtype == np.int64
     assert (counts.valid_pixels, counts.all_zero_pixels) == (stats["pixels"]["valid"], stats["pixels"]["all_zero"])

@@ -38,7 +38,8 @@ def fresh_run(tmp_path_factory, synthetic_root):
     """A tiny class_map run weighted from an audit's stats file (so every optional key is written), evaluated."""
     tmp = tmp_path_factory.mktemp("fresh")
     config = str(REPO / "configs" / "synthetic.yaml")
-    audit = ["--config", config, "--set", f"data.root={synthetic_root}", "--out", str(tmp / "audit"), "--no-progress"]
+    audit = ["--config", config, "--set", f"data.root={synthetic_root}", "--out", str(tmp / "audit")]
+    audit += ["--workers", "1", "--no-progress"]
     assert run_main(audit_app.main, audit) == 0
     train = [
         "--config",

@@ -1,21 +1,20 @@
-"""Silent wrong data made loud: absent positive values, synthetic data into a typo, LA and palette PNGs.
+"""Tests for seg/run_data.py: silent wrong data made loud before a run starts: absent positive values,
+synthetic data into a typo, LA and palette PNG masks decoded and counted as the format says.
 
 Each case is a tiny hand-made fixture; each refusal is a DataError whose one line names the
 file or path and the value, and says what to do.
 """
 
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, binary_dataset, write_config, write_png
-from PIL import Image
+from conftest import ALPHA, GREY, REPO, binary_dataset, la_png, palette_png, write_config, write_png
 
 from seg import audit
 from seg.apps import train as train_app
 from seg.cli import run_main
-from seg.config import BASE_CONFIG, expand_path, load_config, read_yaml
+from seg.config import load_config
 from seg.config.specs import MaskSpec
 from seg.data import synthetic
 from seg.data.counts import MaskCounts, count_masks, measure_mask
@@ -118,64 +117,7 @@ def test_train_script_exit_2_one_line_for_an_absent_positive_value(tmp_path, cap
 
 
 # ------------------------------------------------------------------ 2. synthetic data: only into a safe folder
-
-
-@pytest.fixture
-def small_generate(monkeypatch):
-    """ensure_synthetic generates 4 tiny images (the default 48 of 144x144 are slow for a test)."""
-    monkeypatch.setattr(synthetic, "generate", partial(synthetic.generate, count=4, size=24))
-
-
-def test_default_root_is_base_yaml_data_root():
-    assert expand_path(read_yaml(BASE_CONFIG)["data"]["root"]) == synthetic.DEFAULT_ROOT
-    assert synthetic.is_default_root(synthetic.DEFAULT_ROOT)
-
-
-def test_missing_non_default_path_is_refused_and_nothing_is_written(tmp_path, small_generate):
-    typo = tmp_path / "synthtic"
-    with pytest.raises(DataError) as err:
-        synthetic.ensure_synthetic(typo)
-    assert str(err.value) == (
-        f"data.root {typo}: not found; data.synthetic generates only into data/synthetic "
-        "or an existing empty folder: create it (mkdir) or fix the path"
-    )
-    assert list(tmp_path.iterdir()) == []  # neither the folder nor its .tmp sibling
-
-
-def test_existing_empty_folder_is_generated_into(tmp_path, small_generate):
-    root = tmp_path / "mine"
-    root.mkdir()
-    assert synthetic.ensure_synthetic(root) == root
-    assert (root / synthetic.MARKER).is_file() and len(list((root / "images").iterdir())) == 4
-
-
-def test_default_folder_is_generated_when_missing(tmp_path, monkeypatch, small_generate):
-    default = tmp_path / "data" / "synthetic"
-    monkeypatch.setattr(synthetic, "DEFAULT_ROOT", default)
-    synthetic.ensure_synthetic(default)
-    assert (default / synthetic.MARKER).is_file()
-
-
-def test_complete_set_is_used_as_it_is(tmp_path, small_generate):
-    root = synthetic.generate(tmp_path / "set", count=3, size=20)
-    before = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
-    synthetic.ensure_synthetic(root)
-    assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before
-
-
-def test_folder_with_files_but_no_marker_is_refused_and_left_alone(tmp_path, small_generate):
-    root = binary_dataset(tmp_path / "mydata", count=2, size=12)
-    files = sorted(root.rglob("*"))
-    with pytest.raises(
-        DataError,
-        match=rf"^data\.root {root}: holds files but no complete synthetic set "
-        r"\(no \.complete file\); .*data\.synthetic: false",
-    ):
-        synthetic.ensure_synthetic(root)
-    assert sorted(root.rglob("*")) == files
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(DataError, match=r"file: not a folder"):
-        synthetic.ensure_synthetic(tmp_path / "file")
+# (ensure_synthetic's own rules: tests/test_data_synthetic.py)
 
 
 def test_generated_folder_works_with_synthetic_true_and_false(tmp_path):
@@ -208,24 +150,7 @@ def test_train_script_exit_2_one_line_for_a_mistyped_synthetic_root(tmp_path, ca
 
 
 # ------------------------------------------------------------------ 3. grey+alpha PNG: grey, then alpha
-
-
-GREY = np.array([[0, 255, 255], [0, 0, 255]], np.uint8)
-ALPHA = np.array([[255, 255, 0], [0, 0, 0]], np.uint8)  # differs from the grey
-
-
-def la_png(path: Path, grey: np.ndarray = GREY, alpha: np.ndarray = ALPHA) -> Path:
-    Image.fromarray(np.stack([grey, alpha], axis=-1), mode="LA").save(path)
-    return path
-
-
-def test_la_png_decodes_as_grey_and_alpha(tmp_path):
-    path = la_png(tmp_path / "m.png")
-    assert png_colour_type(path) == 4
-    raw = read_raw(path)
-    assert raw.shape == (2, 3, 2) and raw.dtype == np.uint8
-    np.testing.assert_array_equal(raw[..., 0], GREY)
-    np.testing.assert_array_equal(raw[..., 1], ALPHA)  # OpenCV alone would give a copy of the grey here
+# (read_raw's [H,W,2]: tests/test_data_reading.py)
 
 
 def test_la_png_as_a_two_class_multilabel_mask_and_stats_agree(tmp_path):
@@ -260,15 +185,6 @@ def test_la_png_binary_mask_is_refused_naming_file_and_hint(tmp_path):
 
 
 INDICES = np.array([[0, 1, 2], [2, 2, 0]], np.uint8)
-
-
-def palette_png(path: Path, indices: np.ndarray, palette: list[int]) -> Path:
-    image = Image.fromarray(indices, mode="P")
-    image.putpalette(palette)
-    image.save(path)
-    return path
-
-
 COLOURS = [0, 0, 0, 200, 30, 30, 30, 200, 30]  # black, red, green
 
 

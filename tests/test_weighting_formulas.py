@@ -1,6 +1,7 @@
 """Tests for seg/weighting/formulas.py: pos_weight formulas on hand-made masks; no host sync.
 
-The strategies built on them (and the invariances between strategies): tests/test_weighting_registry.py."""
+The strategies built on them: tests/test_weighting_strategies_*.py (one per strategy); what holds for
+every strategy: tests/test_weighting_registry.py."""
 
 import pytest
 import torch

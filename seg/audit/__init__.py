@@ -44,7 +44,6 @@ from seg.audit.summary import (
     absent_positive_problems,
     build_stats,
     never_positive_problems,
-    read_stats_file,
     recommended_pos_weights,
 )
 from seg.audit.tally import FRACTION_EDGES, LOG2_BINS, AuditTally, ObjectTally, audit_chunk, tally_masks
@@ -73,7 +72,6 @@ __all__ = [
     "plot_image_fractions",
     "plot_object_sizes",
     "plot_positive_fraction",
-    "read_stats_file",
     "recommended_pos_weights",
     "render_report",
     "run_audit",

@@ -1,20 +1,19 @@
 """The content of mask_stats.json (layout: README.md, "Audit your masks first"), and reading it back.
 
-``build_stats`` turns an ``AuditTally`` and its ``AuditPlan`` into the JSON; the
-recommended weights come from ``seg.weighting.formulas``; ``read_stats_file`` is what training reads
-for ``loss.stats_file``.
+``build_stats`` turns an ``AuditTally`` and its ``AuditPlan`` into the JSON; the recommended
+weights come from ``seg.weighting.formulas``. Training reads the file back (``loss.stats_file``)
+with ``seg.data.counts.read_mask_stats``.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
 from seg.audit.scan import AuditPlan, AuditSettings
 from seg.audit.tally import FRACTION_EDGES, AuditTally, ObjectTally
-from seg.data.counts import NEGATIVES, MaskCounts, positive_values_message, read_mask_stats
+from seg.data.counts import NEGATIVES, MaskCounts, positive_values_message
 from seg.data.formats import Problem
 
 SCHEMA_VERSION = 1
@@ -162,16 +161,6 @@ def build_stats(tally: AuditTally, plan: AuditPlan) -> dict:
         "problems": [{"file": p.file, "kind": p.kind, "detail": p.detail} for p in problems],
         "notes": plan.notes,
     }
-
-
-def read_stats_file(path: str | Path, classes: list[str] | None = None) -> tuple[MaskCounts, str]:
-    """(MaskCounts, sha256) from a mask_stats.json, for ``loss.stats_file`` (see seg.data.counts.read_mask_stats).
-
-    Raises ConfigError naming the file when it is unreadable, counts validation masks, or its
-    classes differ from ``classes``.
-    """
-    stats = read_mask_stats(path, classes)
-    return stats.counts, stats.sha256
 
 
 def never_positive_problems(tally: AuditTally, plan: AuditPlan) -> list[Problem]:

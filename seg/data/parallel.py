@@ -62,11 +62,13 @@ def map_chunks(
     if chunk_size is None:
         chunk_size = max(1, min(32, len(items) // (4 * workers) or 1))
     chunks = [list(items[i : i + chunk_size]) for i in range(0, len(items), chunk_size)]
-    # fork (Linux) starts workers in milliseconds; elsewhere spawn. The pool is made before the bar's thread.
+    # fork (Linux) starts workers in milliseconds; elsewhere spawn. OpenCV is set to one thread in this
+    # process before the fork (a child must not inherit OpenCV's thread pool mid-use: it can hang in
+    # cv2.setNumThreads), and the pool is made before the bar's thread.
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     with (
-        context.Pool(workers, initializer=_quiet_cv2) if workers > 1 else nullcontext() as pool,
         _cv2_for_masks(),
+        context.Pool(workers, initializer=_quiet_cv2) if workers > 1 else nullcontext() as pool,
         tqdm(total=len(items), desc=desc, unit="mask", disable=not progress, leave=False, dynamic_ncols=True) as bar,
     ):
         for chunk, result in zip(chunks, pool.imap(fn, chunks) if pool is not None else map(fn, chunks), strict=False):
