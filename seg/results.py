@@ -119,7 +119,8 @@ def _build(cls: type[T], data: Any, source: str, key: str) -> T:
     return cls(**values)
 
 
-def _read(cls: type[T], path: str | Path) -> T:
+def read_record(cls: type[T], path: str | Path) -> T:
+    """``cls`` from the JSON file ``path``; an unreadable file or a bad key is a ConfigError naming it."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -240,7 +241,7 @@ class RunSummary(Record):
     @classmethod
     def read(cls, path: str | Path) -> RunSummary:
         """A summary.json (or its copy under experiments/results/*/runs/); errors name the file."""
-        return _read(cls, path)
+        return read_record(cls, path)
 
 
 # ------------------------------------------------------------------ eval-<split>.json
@@ -261,4 +262,4 @@ class EvalResult(Record):
 
     @classmethod
     def read(cls, path: str | Path) -> EvalResult:
-        return _read(cls, path)
+        return read_record(cls, path)

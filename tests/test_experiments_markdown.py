@@ -1,9 +1,10 @@
 """Tests for seg/experiments/markdown.py: results.md's header sentences and table cells, formatted by hand."""
 
+from seg.experiments.manifest import Budget, Manifest
 from seg.experiments.markdown import budget_text, provenance_text, results_markdown
 from seg.results import Provenance
 
-BUDGET = {
+BUDGET_KEYS = {
     "epochs": 5,
     "image_size": 160,
     "samples_per_epoch": 256,
@@ -16,26 +17,36 @@ BUDGET = {
     "lr": 0.001,
     "normalize": True,
 }
+BUDGET = Budget.from_dict(BUDGET_KEYS)
 
 
-def manifest(**changes) -> dict:
+def manifest(**changes) -> Manifest:
     """experiment.json, as the grid writes it, for 2 strategies x 3 seeds on 2 channels."""
-    return {
-        "experiment": "toy",
-        "profile": "quick",
-        "title": "Toy grid",
-        "command": "python scripts/compare.py --experiment toy.yaml --profile quick",
-        "aggregate_command": "python scripts/compare.py --experiment toy.yaml --profile quick --aggregate-only",
-        "strategies": {"none": ["loss.weighting=none"], "global": ["loss.weighting=global"]},
-        "seeds": [0, 1, 2],
-        "reference": "none",
-        "classes": ["cell", "speck"],
-        "data": {"root": "data/toy", "mask_format": "multilabel", "split_seed": 0},
-        "budget": BUDGET,
-        "train_positive_fraction": {"cell": 0.35, "speck": 0.0042},
-        "trained_with": {"none-s0": {"jobs": 2, "machine": "a laptop"}},
-        **changes,
-    }
+    strategies = {"none": ["loss.weighting=none"], "global": ["loss.weighting=global"]}
+    command = "python scripts/compare.py --experiment toy.yaml --profile quick"
+    return Manifest.from_dict(
+        {
+            "experiment": "toy",
+            "profile": "quick",
+            "title": "Toy grid",
+            "experiment_file": "toy.yaml",
+            "base": "configs/synthetic.yaml",
+            "command": command,
+            "aggregate_command": command + " --aggregate-only",
+            "results_dir": None,
+            "strategies": strategies,
+            "seeds": [0, 1, 2],
+            "reference": "none",
+            "runs": [{"name": f"{s}-s{seed}", "strategy": s, "seed": seed} for s in strategies for seed in (0, 1, 2)],
+            "classes": ["cell", "speck"],
+            "data": {"root": "data/toy", "mask_format": "multilabel", "split_seed": 0},
+            "budget": BUDGET_KEYS,
+            "train_positive_fraction": {"cell": 0.35, "speck": 0.0042},
+            "wandb": {"mode": "disabled", "project": "seg", "group": "toy", "out_dir": "runs"},
+            "trained_with": {"none-s0": {"jobs": 2, "machine": "a laptop"}},
+            **changes,
+        }
+    )
 
 
 def row(strategy, quantity, variant, channel, n, mean, half=None, sd=0.0, diff=None) -> dict:
@@ -137,9 +148,9 @@ def test_budget_text_by_hand():
         "5 epochs of 256 random crops of 160 px per epoch (batch 8), Unet/resnet18 (from scratch), lr 0.001, "
         "loss.normalize true, validation on the first 25 validation images"
     )
-    other = BUDGET | {"epochs": 1, "samples_per_epoch": None, "max_steps_per_epoch": 4, "max_val_images": None}
+    other = BUDGET_KEYS | {"epochs": 1, "samples_per_epoch": None, "max_steps_per_epoch": 4, "max_val_images": None}
     other |= {"encoder_weights": "imagenet", "normalize": False}
-    assert budget_text(other) == (
+    assert budget_text(Budget.from_dict(other)) == (
         "1 epoch of one random crop per training image of 160 px per epoch (batch 8, at most 4 steps per epoch), "
         "Unet/resnet18 (imagenet), lr 0.001, loss.normalize false, validation on every validation image"
     )

@@ -1,10 +1,13 @@
 """Tests for seg/experiments/report.py: the rows as a W&B table, the README result blocks."""
 
+import dataclasses
+
 import pytest
 from test_experiments_aggregate import RUNS
 
 from seg.config import REPO_ROOT
 from seg.experiments.aggregate import aggregate
+from seg.experiments.manifest import Manifest, WandbInfo
 from seg.experiments.report import log_results_table, readme_blocks, replace_readme_block
 
 
@@ -24,18 +27,17 @@ def test_results_table_goes_to_wandb_unless_disabled(tmp_path, monkeypatch):
     import seg.tracking
 
     monkeypatch.setattr(seg.tracking, "Tracker", FakeTracker)
-    manifest = {
-        "experiment": "x",
-        "profile": "quick",
-        "strategies": {},
-        "seeds": [0],
-        "budget": {},
-        "wandb": {"mode": "disabled", "project": "seg", "group": "x", "out_dir": "/nonexistent"},
-    }
+    committed = REPO_ROOT / "experiments" / "results" / "weighting_isbi2012-quick" / "experiment.json"
+    manifest = dataclasses.replace(
+        Manifest.read(committed),
+        experiment="x",
+        wandb=WandbInfo(mode="disabled", project="seg", group="x", out_dir="/nonexistent"),
+    )
     log_results_table(manifest, [])
     assert logged == []
     rows = aggregate(RUNS, ["cell", "speck"])
-    manifest["wandb"].update(mode="offline", out_dir=str(tmp_path))
+    wandb = dataclasses.replace(manifest.wandb, mode="offline", out_dir=str(tmp_path))
+    manifest = dataclasses.replace(manifest, wandb=wandb)
     log_results_table(manifest, rows)
     assert logged == [
         ("offline", "x", "x-quick-results"),

@@ -9,7 +9,6 @@ of runs are :mod:`seg.experiments.experiment`.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -27,11 +26,18 @@ from seg.experiments.experiment import (
     resolve_configs,
     results_directory,
 )
-from seg.files import json_text, make_folder
+from seg.experiments.manifest import (
+    MANIFEST,
+    Budget,
+    DataInfo,
+    Manifest,
+    PlannedRunInfo,
+    TrainedWith,
+    WandbInfo,
+)
 from seg.results import RunSummary
 
 TRAIN_SCRIPT = REPO_ROOT / "scripts" / "train.py"
-MANIFEST = "experiment.json"  # in the results folder; read by seg.experiments.report
 
 
 # ------------------------------------------------------------------ the manifest
@@ -54,61 +60,60 @@ def build_manifest(
     extra: list[str],
     results_root: Path | None,
     results_dir: Path,
-) -> dict:
+) -> Manifest:
     """What results.md needs besides the run summaries; ``trained_with`` keeps how each run was trained."""
     cfg = configs[0]
     command = command_line(experiment, profile, extra, results_root)
     inside = results_dir.resolve().is_relative_to(REPO_ROOT)
-    return {
-        "experiment": experiment.name,
-        "profile": profile,
-        "title": experiment.title,
-        "experiment_file": relative_to_repo(experiment.path),
-        "base": experiment.base,
-        "command": command,
-        "aggregate_command": command + " --aggregate-only",
-        "results_dir": relative_to_repo(results_dir) if inside else None,
-        "strategies": {name: list(o) for name, o in experiment.strategies.items()},
-        "seeds": list(experiment.seeds),
-        "reference": experiment.reference,
-        "runs": [{"name": r.name, "strategy": r.strategy, "seed": r.seed} for r in runs],
-        "classes": list(cfg.data.classes),
-        "data": {"root": cfg.data.root, "mask_format": mask_spec(cfg).fmt, "split_seed": cfg.data.split_seed},
-        "budget": {
-            "epochs": cfg.train.epochs,
-            "image_size": cfg.data.image_size,
-            "samples_per_epoch": cfg.data.samples_per_epoch,
-            "batch_size": cfg.train.batch_size,
-            "max_steps_per_epoch": cfg.train.max_steps_per_epoch,
-            "max_val_images": cfg.data.max_val_images,
-            "arch": cfg.model.arch,
-            "encoder": cfg.model.encoder,
-            "encoder_weights": cfg.model.encoder_weights,
-            "lr": cfg.train.lr,
-            "normalize": cfg.loss.normalize,
-        },
-        "train_positive_fraction": channel_fractions(cfg),
-        "wandb": {
-            "mode": cfg.logging.wandb.mode,
-            "project": cfg.logging.wandb.project,
-            "group": cfg.logging.wandb.group,
-            "out_dir": cfg.run.out_dir,
-        },
-        "trained_with": previous_trained_with(results_dir, [r.name for r in runs]),
-    }
+    return Manifest(
+        experiment=experiment.name,
+        profile=profile,
+        title=experiment.title,
+        experiment_file=relative_to_repo(experiment.path),
+        base=experiment.base,
+        command=command,
+        aggregate_command=command + " --aggregate-only",
+        results_dir=relative_to_repo(results_dir) if inside else None,
+        strategies={name: list(o) for name, o in experiment.strategies.items()},
+        seeds=list(experiment.seeds),
+        reference=experiment.reference,
+        runs=[PlannedRunInfo(name=r.name, strategy=r.strategy, seed=r.seed) for r in runs],
+        classes=list(cfg.data.classes),
+        data=DataInfo(root=cfg.data.root, mask_format=mask_spec(cfg).fmt, split_seed=cfg.data.split_seed),
+        budget=Budget(
+            epochs=cfg.train.epochs,
+            image_size=cfg.data.image_size,
+            samples_per_epoch=cfg.data.samples_per_epoch,
+            batch_size=cfg.train.batch_size,
+            max_steps_per_epoch=cfg.train.max_steps_per_epoch,
+            max_val_images=cfg.data.max_val_images,
+            arch=cfg.model.arch,
+            encoder=cfg.model.encoder,
+            encoder_weights=cfg.model.encoder_weights,
+            lr=cfg.train.lr,
+            normalize=cfg.loss.normalize,
+        ),
+        train_positive_fraction=channel_fractions(cfg),
+        wandb=WandbInfo(
+            mode=cfg.logging.wandb.mode,
+            project=cfg.logging.wandb.project,
+            group=cfg.logging.wandb.group,
+            out_dir=cfg.run.out_dir,
+        ),
+        trained_with=previous_trained_with(results_dir, [r.name for r in runs]),
+    )
 
 
-def previous_trained_with(results_dir: Path, names: list[str]) -> dict[str, dict]:
-    """``{run: {"jobs": N, "machine": text}}`` from an earlier manifest, for the runs still in the grid."""
+def previous_trained_with(results_dir: Path, names: list[str]) -> dict[str, TrainedWith]:
+    """``{run: TrainedWith}`` from an earlier manifest, for the runs still in the grid."""
     path = results_dir / MANIFEST
-    previous = json.loads(path.read_text()) if path.is_file() else {}
-    recorded = previous.get("trained_with") or {}
-    if not recorded and "jobs" in previous:  # a manifest from before per-run records
-        recorded = {
-            name: {"jobs": previous["jobs"], "machine": previous.get("machine")}
-            for name in names
-            if (results_dir / "runs" / f"{name}.json").is_file()
-        }
+    if not path.is_file():
+        return {}
+    previous = Manifest.read(path)
+    recorded = previous.trained_with or {}
+    if not recorded and previous.jobs is not None:  # a manifest from before per-run records
+        old = TrainedWith(jobs=previous.jobs, machine=previous.machine)
+        recorded = {name: old for name in names if (results_dir / "runs" / f"{name}.json").is_file()}
     return {name: recorded[name] for name in names if name in recorded}
 
 
@@ -128,7 +133,7 @@ def machine_description(device: str) -> str:
 _RESULTS_LOCK = threading.Lock()  # --jobs: runs finish in threads that share the manifest
 
 
-def record_run(cfg: Config, results_dir: Path, manifest: dict, trained_with: dict) -> None:
+def record_run(cfg: Config, results_dir: Path, manifest: Manifest, trained_with: TrainedWith) -> None:
     """Copy a finished run's summary.json to ``results_dir/runs/<run>.json``; a new or changed
     summary was trained by this call, so ``trained_with`` (jobs, machine) is noted in the manifest."""
     from seg.files import write_text_atomic
@@ -141,8 +146,9 @@ def record_run(cfg: Config, results_dir: Path, manifest: dict, trained_with: dic
             return
         target.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(target, text)
-        manifest["trained_with"][cfg.run.name] = trained_with
-        write_manifest(manifest, results_dir)
+        assert manifest.trained_with is not None  # build_manifest always starts the per-run records
+        manifest.trained_with[cfg.run.name] = trained_with
+        manifest.write(results_dir)
 
 
 def already_recorded(cfg: Config, results_dir: Path) -> bool:
@@ -156,11 +162,11 @@ def already_recorded(cfg: Config, results_dir: Path) -> bool:
     return RunSummary.read(copy).epochs_completed >= cfg.train.epochs
 
 
-def train_in_process(configs: list[Config], results_dir: Path, manifest: dict, progress: bool) -> None:
+def train_in_process(configs: list[Config], results_dir: Path, manifest: Manifest, progress: bool) -> None:
     """Run the grid one after the other in this process (finished runs return at once)."""
     from seg import training
 
-    trained_with = {"jobs": 1, "machine": machine_description(configs[0].train.device)}
+    trained_with = TrainedWith(jobs=1, machine=machine_description(configs[0].train.device))
     for index, cfg in enumerate(configs, 1):
         print(f"[{index}/{len(configs)}] {cfg.run.name}", flush=True)
         if already_recorded(cfg, results_dir):
@@ -171,14 +177,19 @@ def train_in_process(configs: list[Config], results_dir: Path, manifest: dict, p
 
 
 def train_in_subprocesses(
-    experiment: Experiment, runs: list[PlannedRun], configs: list[Config], results_dir: Path, manifest: dict, jobs: int
+    experiment: Experiment,
+    runs: list[PlannedRun],
+    configs: list[Config],
+    results_dir: Path,
+    manifest: Manifest,
+    jobs: int,
 ) -> None:
     """Run the grid ``jobs`` at a time, each as ``scripts/train.py`` with its log in the run directory."""
     from seg.run_files import run_directory
 
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
-    trained_with = {"jobs": jobs, "machine": machine_description(configs[0].train.device)}
+    trained_with = TrainedWith(jobs=jobs, machine=machine_description(configs[0].train.device))
 
     def one(item: tuple[PlannedRun, Config]) -> tuple[str, int, Path]:
         run, cfg = item
@@ -202,11 +213,6 @@ def train_in_subprocesses(
         )
 
 
-def write_manifest(manifest: dict, results_dir: Path) -> None:
-    make_folder(results_dir, "--out")
-    (results_dir / MANIFEST).write_text(json_text(manifest) + "\n")
-
-
 def run_experiment(
     experiment: Experiment,
     profile: str = "quick",
@@ -223,7 +229,7 @@ def run_experiment(
     configs = resolve_configs(experiment, runs)
     results_dir = results_directory(experiment, profile, results_root)
     manifest = build_manifest(experiment, profile, runs, configs, extra, results_root, results_dir)
-    write_manifest(manifest, results_dir)
+    manifest.write(results_dir)
     print(f"{experiment.name} ({profile}): {len(runs)} runs, results in {results_dir}", flush=True)
     if jobs == 1:
         train_in_process(configs, results_dir, manifest, progress)

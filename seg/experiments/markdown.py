@@ -4,6 +4,7 @@ aggregated rows (:func:`seg.experiments.aggregate.aggregate`)."""
 from __future__ import annotations
 
 from seg.experiments.aggregate import MACRO, find
+from seg.experiments.manifest import Budget, Manifest
 from seg.experiments.plots import PLOTS
 from seg.outputs.tables import DASH, markdown_table, percent
 from seg.results import Provenance
@@ -46,29 +47,28 @@ def _weight(row: dict | None) -> str:
 # ------------------------------------------------------------------ results.md
 
 
-def results_markdown(manifest: dict, rows: list[dict], provenance: list[Provenance | None]) -> str:
+def results_markdown(manifest: Manifest, rows: list[dict], provenance: list[Provenance | None]) -> str:
     """The whole results.md: a header that says what ran and how it is summarised, then tables.
 
     ``manifest``: experiment.json; ``provenance``: each run's record (its summary's), in the manifest's order.
     """
-    strategies, seeds = list(manifest["strategies"]), manifest["seeds"]
-    channels, fractions = manifest["classes"], manifest.get("train_positive_fraction") or {}
-    reference, budget, n_seeds = manifest.get("reference"), manifest["budget"], len(seeds)
-    data = manifest["data"]
+    strategies, seeds = list(manifest.strategies), manifest.seeds
+    channels, fractions = manifest.classes, manifest.train_positive_fraction
+    reference, n_seeds = manifest.reference, len(seeds)
+    data = manifest.data
     lines = [
-        f"### {manifest.get('title') or manifest['experiment']}: `{manifest['experiment']}`, "
-        f"profile `{manifest['profile']}`",
+        f"### {manifest.title_text}: `{manifest.experiment}`, profile `{manifest.profile}`",
         "",
     ]
     lines += [
-        f"- **Data**: `{data['root']}` ({data['mask_format']} masks), split seed {data['split_seed']}; "
+        f"- **Data**: `{data.root}` ({data.mask_format} masks), split seed {data.split_seed}; "
         "channels (positive pixels in the training split): "
         + ", ".join(f"{c} {percent(fractions.get(c))}" for c in channels)
         + ".",
         f"- **Grid**: {len(strategies)} strategies x {n_seeds} seeds ({', '.join(map(str, seeds))}) = "
         f"{len(strategies) * n_seeds} runs; every strategy gets the same split, augmentation seeds (run.seed) "
         "and budget.",
-        f"- **Budget**: {budget_text(budget)}.",
+        f"- **Budget**: {budget_text(manifest.budget)}.",
         "- **Reported epoch**: the last epoch of this fixed budget; no checkpoint or epoch is selected on "
         "validation (best.pt, chosen on validation Dice, is not used here).",
         "- **Thresholds**: 0.5; prior-corrected (logit threshold log q_eff per channel, q_eff the effective "
@@ -79,8 +79,8 @@ def results_markdown(manifest: dict, rows: list[dict], provenance: list[Provenan
         "those differences; **bold** where the interval excludes 0. An interval that contains 0 means no "
         f"difference is detectable with {n_seeds} seeds. (n=k) marks cells where only k runs had a value "
         "(a score is undefined, under the empty policy, when a channel is empty in truth and prediction).",
-        f"- **Regenerate**: `{manifest['command']}` (trains what is missing, resumes, skips finished runs); "
-        f"from the committed per-run summaries in `runs/` alone: `{manifest['aggregate_command']}`.",
+        f"- **Regenerate**: `{manifest.command}` (trains what is missing, resumes, skips finished runs); "
+        f"from the committed per-run summaries in `runs/` alone: `{manifest.aggregate_command}`.",
         f"- **Provenance**: {provenance_text(provenance)}",
         "",
     ]
@@ -114,7 +114,7 @@ def results_markdown(manifest: dict, rows: list[dict], provenance: list[Provenan
         ["strategy"] + channels,
         [[s] + [_weight(find(rows, s, "effective_pos_weight", "", c)) for c in channels] for s in strategies],
     ) + [""]
-    base = f"/{manifest['results_dir']}" if manifest.get("results_dir") else "."
+    base = f"/{manifest.results_dir}" if manifest.results_dir else "."
     lines += [f"![Dice with 95% intervals]({base}/{PLOTS['dice_per_channel']})", ""]
     if len(channels) > 1:
         lines += [f"![Dice against channel frequency]({base}/{PLOTS['dice_vs_frequency']})", ""]
@@ -143,14 +143,11 @@ def provenance_text(records: list[Provenance | None]) -> str:
     return f"{where}; {libraries}; {machine}. Each run's full record is in `runs/<run>.json` (`provenance`)."
 
 
-def _measured_on(manifest: dict) -> str:
-    """Where and how the runs were trained, from the manifest's per-run records."""
-    records = list((manifest.get("trained_with") or {}).values())
-    if not records and "jobs" in manifest:  # a manifest from before per-run records
-        records = [{"jobs": manifest["jobs"], "machine": manifest.get("machine")}]
+def _measured_on(manifest: Manifest) -> str:
+    """Where and how the runs were trained, from the manifest's per-run records (or an older manifest's one)."""
     counts: dict[str, int] = {}
-    for record in records:
-        key = f"on {record.get('machine') or 'an unrecorded machine'} with --jobs {record.get('jobs')}"
+    for record in manifest.training_records():
+        key = f"on {record.machine or 'an unrecorded machine'} with --jobs {record.jobs}"
         counts[key] = counts.get(key, 0) + 1
     if not counts:
         return "training conditions not recorded"
@@ -159,23 +156,23 @@ def _measured_on(manifest: dict) -> str:
     return "measured " + "; ".join(f"{key} ({n} runs)" for key, n in sorted(counts.items()))
 
 
-def budget_text(budget: dict) -> str:
-    samples = budget.get("samples_per_epoch")
+def budget_text(budget: Budget) -> str:
+    samples = budget.samples_per_epoch
     crops = f"{samples} random crops" if samples else "one random crop per training image"
-    steps = f", at most {budget['max_steps_per_epoch']} steps per epoch" if budget.get("max_steps_per_epoch") else ""
-    val = budget.get("max_val_images")
-    epochs = f"{budget['epochs']} epoch{'s' if budget['epochs'] != 1 else ''}"
+    steps = f", at most {budget.max_steps_per_epoch} steps per epoch" if budget.max_steps_per_epoch else ""
+    val = budget.max_val_images
+    epochs = f"{budget.epochs} epoch{'s' if budget.epochs != 1 else ''}"
     return (
-        f"{epochs} of {crops} of {budget['image_size']} px per epoch (batch "
-        f"{budget['batch_size']}{steps}), {budget['arch']}/{budget['encoder']} "
-        f"({budget.get('encoder_weights') or 'from scratch'}), lr {budget['lr']:g}, "
-        f"loss.normalize {str(budget['normalize']).lower()}, validation on "
+        f"{epochs} of {crops} of {budget.image_size} px per epoch (batch "
+        f"{budget.batch_size}{steps}), {budget.arch}/{budget.encoder} "
+        f"({budget.encoder_weights or 'from scratch'}), lr {budget.lr:g}, "
+        f"loss.normalize {str(budget.normalize).lower()}, validation on "
         + (f"the first {val} validation images" if val else "every validation image")
     )
 
 
 def _macro_tables(
-    manifest: dict, rows: list[dict], strategies: list[str], reference: str | None, n_seeds: int
+    manifest: Manifest, rows: list[dict], strategies: list[str], reference: str | None, n_seeds: int
 ) -> list[str]:
     lines = ["#### Macro scores (mean over channels)", ""]
     head = [

@@ -11,13 +11,12 @@ The rows also go to W&B as a Table unless disabled.
 from __future__ import annotations
 
 import csv
-import json
 import re
 from pathlib import Path
 
 from seg.config import ConfigError, expand_path
 from seg.experiments.aggregate import CSV_COLUMNS, aggregate, format_csv_value
-from seg.experiments.grid import MANIFEST
+from seg.experiments.manifest import MANIFEST, Manifest
 from seg.experiments.markdown import results_markdown
 from seg.experiments.plots import write_comparison_plots
 from seg.results import RunSummary
@@ -25,23 +24,23 @@ from seg.results import RunSummary
 # ------------------------------------------------------------------ a results folder
 
 
-def read_results(results_dir: Path) -> tuple[dict, dict[str, dict[int, RunSummary]]]:
+def read_results(results_dir: Path) -> tuple[Manifest, dict[str, dict[int, RunSummary]]]:
     """The manifest and ``runs[strategy][seed] = summary`` from ``results_dir`` (committed files only)."""
     manifest_path = results_dir / MANIFEST
     if not manifest_path.is_file():
         raise ConfigError(f"{manifest_path}: missing; run compare.py without --aggregate-only first")
-    manifest = json.loads(manifest_path.read_text())
-    runs: dict[str, dict[int, RunSummary]] = {name: {} for name in manifest["strategies"]}
+    manifest = Manifest.read(manifest_path)
+    runs: dict[str, dict[int, RunSummary]] = {name: {} for name in manifest.strategies}
     missing = []
-    for run in manifest["runs"]:
-        path = results_dir / "runs" / f"{run['name']}.json"
+    for run in manifest.runs:
+        path = results_dir / "runs" / f"{run.name}.json"
         if path.is_file():
-            runs[run["strategy"]][run["seed"]] = RunSummary.read(path)
+            runs[run.strategy][run.seed] = RunSummary.read(path)
         else:
-            missing.append(run["name"])
+            missing.append(run.name)
     if missing:
         raise ConfigError(
-            f"{results_dir / 'runs'}: {len(missing)} of {len(manifest['runs'])} run summaries missing "
+            f"{results_dir / 'runs'}: {len(missing)} of {len(manifest.runs)} run summaries missing "
             f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); run compare.py to train them"
         )
     return manifest, runs
@@ -50,35 +49,35 @@ def read_results(results_dir: Path) -> tuple[dict, dict[str, dict[int, RunSummar
 def aggregate_directory(results_dir: Path) -> list[dict]:
     """Write results.md, results.csv and the plots from ``results_dir``; return the rows."""
     manifest, runs = read_results(results_dir)
-    classes, reference = manifest["classes"], manifest.get("reference")
-    provenance = [runs[run["strategy"]][run["seed"]].provenance for run in manifest["runs"]]
+    classes, reference = manifest.classes, manifest.reference
+    provenance = [runs[run.strategy][run.seed].provenance for run in manifest.runs]
     rows = aggregate(runs, classes, reference)
     (results_dir / "results.md").write_text(results_markdown(manifest, rows, provenance))
     write_csv(rows, results_dir / "results.csv")
-    fractions = manifest.get("train_positive_fraction") or {}
-    title = manifest.get("title") or manifest["experiment"]
-    write_comparison_plots(rows, list(manifest["strategies"]), classes, fractions, results_dir, title, reference)
+    fractions, title = manifest.train_positive_fraction, manifest.title_text
+    write_comparison_plots(rows, list(manifest.strategies), classes, fractions, results_dir, title, reference)
     log_results_table(manifest, rows)
     return rows
 
 
-def log_results_table(manifest: dict, rows: list[dict]) -> None:
+def log_results_table(manifest: Manifest, rows: list[dict]) -> None:
     """The rows as a W&B Table in a run of the experiment's group (not when W&B is disabled)."""
     from seg.tracking import Tracker
 
-    wandb = manifest.get("wandb") or {}
-    if wandb.get("mode", "disabled") == "disabled":
+    wandb = manifest.wandb
+    if wandb.mode == "disabled":
         return
-    name = f"{manifest['experiment']}-{manifest['profile']}-results"
-    run_dir = expand_path(wandb["out_dir"]) / name
+    name = f"{manifest.experiment}-{manifest.profile}-results"
+    run_dir = expand_path(wandb.out_dir) / name
     run_dir.mkdir(parents=True, exist_ok=True)
+    written = manifest.to_dict()
     tracker = Tracker(
         run_dir,
-        wandb["mode"],
-        wandb["project"],
-        wandb.get("group"),
+        wandb.mode,
+        wandb.project,
+        wandb.group,
         name,
-        {k: manifest[k] for k in ("experiment", "profile", "strategies", "seeds", "budget")},
+        {k: written[k] for k in ("experiment", "profile", "strategies", "seeds", "budget")},
         tags=["comparison"],
     )
     tracker.log_table("comparison/results", list(CSV_COLUMNS), [[row[c] for c in CSV_COLUMNS] for row in rows])
