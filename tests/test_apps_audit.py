@@ -83,3 +83,23 @@ def test_masks_options_are_checked_as_the_config_is(tmp_path, capsys, args, line
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and err.startswith(line), err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("loss.weighting=focal", "key 'loss.weighting': must be one of border_map, class_map, global, none"),
+        ("loss.weighting=border_map", "loss.weighting: border_map needs instances"),
+    ],
+)
+def test_config_strategy_checks_refuse_before_any_work(tmp_path, capsys, override, message):
+    """--config: a config training would refuse (here a strategy check) is refused by the audit too, exit 2."""
+    from seg.apps import audit as audit_app
+    from seg.cli import run_main
+
+    out = tmp_path / "out"
+    argv = ["--config", str(REPO / "configs" / "camvid.yaml"), "--set", override, "--out", str(out), "--no-progress"]
+    assert run_main(audit_app.main, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not out.exists()

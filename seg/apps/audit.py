@@ -143,9 +143,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from seg import audit
     from seg.config import load_config
+    from seg.weighting.registry import check_config
 
     if args.config:
         cfg = load_config(args.config, args.overrides)
+        check_config(cfg)  # the whole config is refused before any work, loss.weighting included
         plan = audit.plan_from_config(
             cfg, args.config, args.split or "train", args.out, args.objects, args.objects_from
         )
