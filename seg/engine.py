@@ -141,7 +141,7 @@ def evaluate(model: torch.nn.Module, loader, evaluator: Evaluator, options: Step
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch["target"], reduction="none")
         loss_sum += (loss * batch["valid"]).sum()
         pixels += batch["valid"].sum() * logits.shape[1]
-        evaluator.update(logits, batch["target"], batch["valid"])
+        evaluator.update(logits, batch["target"], batch["valid"], batch.get("index"))
     return float(loss_sum / pixels.clamp(min=1))
 
 

@@ -156,13 +156,32 @@ class ScoreBlock(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class Calibration(Record):
-    """``val.ece``: ECE per channel, raw and prior-corrected, and their means over channels."""
+    """``val.ece``: ECE per channel, raw and prior-corrected (and Platt-scaled where Platt parameters fitted
+    on validation were applied), and their means over channels; the Brier score of each variant."""
 
     bins: int
     raw: dict[str, float | None]
     raw_mean: float | None
     prior_corrected: dict[str, float | None]
     prior_corrected_mean: float | None
+    platt: dict[str, float | None] | None = None
+    platt_mean: float | None = None
+    brier: dict[str, dict[str, float | None]] | None = None  # variant -> channel -> Brier score
+    brier_mean: dict[str, float | None] | None = None  # variant -> mean over channels
+    platt_parameters: dict[str, dict[str, float]] | None = None  # channel -> {a, b}: sigmoid(a * logit + b)
+    platt_fitted_on: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StructureScores(Record):
+    """``val.structure``: structure metrics of the final predictions (seg.scoring.structure_scores)."""
+
+    metrics: list[str]
+    objects_from: str
+    connectivity: int
+    num_images: int
+    note: str
+    by_threshold: dict[str, dict[str, Any]]  # policy -> {"mean": {key: x}, "per_channel": {name: {key: x}}}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,6 +194,7 @@ class Scores(ScoreBlock):
     num_images: int
     by_threshold: dict[str, ScoreBlock]
     ece: Calibration
+    structure: StructureScores | None = None  # with metrics.structure (the last epoch's validation, evaluation)
 
 
 # ------------------------------------------------------------------ a run's summary.json
@@ -248,8 +268,26 @@ class RunSummary(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SplitInfo(Record):
+    """A set of images: its split, how many, and a hash of their sorted stems (sha256 of the stems
+    joined by newlines), so two files can be checked to be about the same images."""
+
+    split: str
+    num_images: int
+    stems_sha256: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChosenOn(SplitInfo):
+    """Where the evaluation's choices were made, and what was chosen there."""
+
+    thresholds: dict[str, float]  # tuned probability threshold per channel
+    platt: dict[str, dict[str, float]] | None  # channel -> {a, b}; null without calibration pixels
+
+
+@dataclass(frozen=True, kw_only=True)
 class EvalResult(Record):
-    """eval-<split>.json: a run's best checkpoint evaluated on a split (seg.run_evaluation)."""
+    """eval-<split>.json: a run's checkpoint evaluated on a split (seg.run_evaluation)."""
 
     run: str
     split: str
@@ -259,6 +297,10 @@ class EvalResult(Record):
     loss: float | None
     metrics: Scores
     provenance: Provenance | None = None
+    split_source: str | None = None  # where the scored split came from, in words
+    scored_on: SplitInfo | None = None  # the scored images
+    chosen_on: ChosenOn | None = None  # where thresholds and Platt parameters were chosen
+    per_image: dict[str, dict[str, dict[str, float | None]]] | None = None  # policy -> stem -> scores
 
     @classmethod
     def read(cls, path: str | Path) -> EvalResult:

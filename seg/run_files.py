@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seg.config import Config, ConfigError, config_diff, config_to_dict, expand_path, read_yaml, validate
+from seg.config import Config, ConfigError, config_diff, config_to_dict, expand_path, read_run_config
 from seg.errors import TrainingDiverged
 from seg.files import make_folder, strict, write_json_atomic
 from seg.losses import WeightedBCELoss
@@ -36,7 +36,7 @@ def check_resume(cfg: Config, run_dir: Path) -> dict | None:
     if not (run_dir / "checkpoints" / "last.pt").is_file() and not (run_dir / "summary.json").is_file():
         print(f"{run_dir}: the previous attempt stopped before its first checkpoint; starting afresh")
         return None
-    previous = validate(read_yaml(saved), str(saved))
+    previous = read_run_config(saved)
     diff = config_diff(previous, cfg, ignore=("train.epochs",))
     if diff:
         raise ConfigError(

@@ -42,7 +42,7 @@ from seg.files import json_text, write_text_atomic
 from seg.losses import WeightedBCELoss
 from seg.models import build_model
 from seg.provenance import provenance
-from seg.run_data import RunData, build_datasets, prepare_data
+from seg.run_data import RunData, build_datasets, prepare_data, structure_settings
 from seg.run_files import (
     FAILED,
     build_summary,
@@ -114,7 +114,7 @@ def fit(cfg: Config, progress: bool = True) -> dict:
         )
     check_config(cfg)
     data = prepare_data(cfg, progress=progress)
-    cfg = replace(cfg, data={"val_stems": data.val_stems})
+    cfg = replace(cfg, data={"val_stems": data.val_stems, "test_stems": data.test_stems})
     device = resolve_device(cfg.train.device)
     run_dir = run_directory(cfg)
     resume = check_resume(cfg, run_dir)
@@ -242,7 +242,8 @@ def _train(
                 last_path,
             )
         effective = effective_weights(train["sums"], len(names))
-        evaluator = Evaluator.from_config(cfg.metrics, len(names), device, log_q(effective))
+        final = structure_settings(cfg, val_set.samples) if epoch == cfg.train.epochs else None
+        evaluator = Evaluator.from_config(cfg.metrics, len(names), device, log_q(effective), structure=final)
         val_loss = evaluate(model, val_loader, evaluator, options, desc=f"epoch {epoch}/{cfg.train.epochs} val")
         val = evaluator.compute(names)
         seconds = time.perf_counter() - start

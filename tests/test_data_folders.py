@@ -5,7 +5,7 @@ import pytest
 from conftest import binary_dataset, write_png
 
 from seg.config.specs import MaskSpec
-from seg.data.folders import files_by_stem, find_samples, seeded_val_stems, split_samples
+from seg.data.folders import files_by_stem, find_samples, find_splits, seeded_val_stems, split_samples
 from seg.data.formats import Faults
 from seg.errors import DataError
 
@@ -75,3 +75,42 @@ def test_duplicate_stem_strict_or_listed(tmp_path):
     assert [(p.kind, p.detail) for p in faults.problems] == [
         ("duplicate_stem", "duplicate file stem 'a' (also a.png); only a.png is read")
     ]
+
+
+def test_carved_test_split_comes_first_and_is_recorded(tmp_path):
+    """ISBI-style: one labelled folder; test carved with the split seed, validation from the rest."""
+    binary_dataset(tmp_path, count=30)
+    splits = find_splits(tmp_path, SPEC, 0.2, 0, test_fraction=0.2)
+    stems = [f"img{i}" for i in range(30)]
+    assert splits.test_stems == seeded_val_stems(stems, 0.2, 0) == [s.stem for s in splits.test]
+    rest = sorted(set(stems) - set(splits.test_stems))
+    assert splits.val_stems == seeded_val_stems(rest, 0.2, 0) == [s.stem for s in splits.val]
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (19, 5, 6)
+    everything = [s.stem for s in splits.train + splits.val + splits.test]
+    assert sorted(everything) == sorted(stems)  # disjoint and complete
+    assert "6 labelled images carved" in splits.test_source
+    again = find_splits(tmp_path, SPEC, 0.2, 9, splits.val_stems, test_fraction=0.2, test_stems=splits.test_stems)
+    assert [s.stem for s in again.test] == splits.test_stems and again.val_stems == splits.val_stems  # repeated
+    with pytest.raises(DataError, match="test_stems names 'ghost'"):
+        find_splits(tmp_path, SPEC, 0.2, 0, test_fraction=0.2, test_stems=["ghost"])
+
+
+def test_a_labelled_folder_as_test_and_validation_carved_from_train(tmp_path):
+    """CamVid-style: val/ becomes the test split; validation is carved from train/."""
+    binary_dataset(tmp_path / "train", count=10)
+    binary_dataset(tmp_path / "val", count=3, seed=1)
+    splits = find_splits(tmp_path, SPEC, 0.2, 0, test_folder="val")
+    assert [s.image.parent.parent.name for s in splits.test] == ["val"] * 3
+    assert len(splits.val) == 2 and all(s.image.parent.parent.name == "train" for s in splits.val + splits.train)
+    assert splits.test_stems is None and splits.test_source == "the labelled folder val/"
+    default = find_splits(tmp_path, SPEC, 0.2, 0)  # without test_folder: val/ is validation, no test
+    assert len(default.val) == 3 and default.test == [] and default.test_source == ""
+    with pytest.raises(DataError, match="data.test_folder needs a labelled split"):
+        find_splits(tmp_path, SPEC, 0.2, 0, test_folder="nope")
+
+
+def test_a_labelled_test_folder_is_the_test_split(tmp_path):
+    binary_dataset(tmp_path / "train", count=4)
+    binary_dataset(tmp_path / "test", count=2, seed=3)
+    splits = find_splits(tmp_path, SPEC, 0.25, 0)
+    assert len(splits.test) == 2 and len(splits.val) == 1 and splits.test_source == "the labelled folder test/"

@@ -80,13 +80,27 @@ def test_evaluate_writes_results_tables_plots_and_wandb(run_dir, capsys):
     model.load_state_dict(checkpoint.load(run_dir / "checkpoints" / "best.pt")["model"])
     model.eval()
     evaluator = Evaluator(3, "cpu", log_q(EFFECTIVE), cfg.metrics.empty)
-    loader = torch.utils.data.DataLoader(split_dataset(cfg, "val"), batch_size=2, collate_fn=pad_collate)
+    loader = torch.utils.data.DataLoader(split_dataset(cfg, "val")[0], batch_size=2, collate_fn=pad_collate)
     with torch.no_grad():
         for batch in loader:
             image = batch["image"].contiguous(memory_format=torch.channels_last)
             evaluator.update(model(image), batch["target"], batch["valid"])
     expected = json.loads(json.dumps(evaluator.compute(list(cfg.data.classes), "tuned")))
+    # the second pass applies the thresholds chosen by the first: the same scores, another note
+    assert metrics["by_threshold"]["tuned"].pop("note").startswith("thresholds tuned on val (2 images, stems sha256 ")
+    expected["by_threshold"]["tuned"].pop("note")
+    metrics.pop("note"), expected.pop("note")  # metrics.threshold is tuned: the top level is that block
+    ece, expected_ece = metrics.pop("ece"), expected.pop("ece")
     assert_close_tree(metrics, expected)  # two float32 code paths: equal to float32 precision
+    for variant in ("raw", "prior_corrected"):  # Platt-scaled is the extra variant
+        assert_close_tree(ece[variant], expected_ece[variant])
+        assert_close_tree(ece["brier"][variant], expected_ece["brier"][variant])
+    assert set(ece["brier"]) == {"raw", "prior_corrected", "platt"}
+    assert set(ece["platt_parameters"]) == {"cell", "nucleus", "speck"}
+    assert result["chosen_on"]["thresholds"] == metrics["by_threshold"]["tuned"]["thresholds"]
+    assert result["chosen_on"]["platt"] == ece["platt_parameters"]
+    assert result["scored_on"] == {k: result["chosen_on"][k] for k in ("split", "num_images", "stems_sha256")}
+    assert set(result["per_image"]["tuned"]) == set(cfg.data.val_stems)
     assert metrics["by_threshold"]["prior_corrected"]["thresholds"]["speck"] == pytest.approx(20 / 21, abs=1e-6)
 
     # W&B: an offline run of its own under eval/val, with the overlays logged

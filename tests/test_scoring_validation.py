@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from skimage.metrics import adapted_rand_error
 
 from seg.scoring.metrics import confusion_counts, dice_score
 from seg.scoring.policies import POLICIES, TUNED_NOTE
@@ -51,7 +52,15 @@ def test_val_block_keys_and_json():
     assert val["by_threshold"]["prior_corrected"]["thresholds"]["b"] == pytest.approx(
         math.e**2 / (1 + math.e**2), abs=1e-6
     )
-    assert set(val["ece"]) == {"bins", "raw", "prior_corrected", "raw_mean", "prior_corrected_mean"}
+    assert set(val["ece"]) == {
+        "bins",
+        "raw",
+        "prior_corrected",
+        "raw_mean",
+        "prior_corrected_mean",
+        "brier",
+        "brier_mean",
+    }
     assert val["ece"]["bins"] == 15 and val["num_images"] == 9 and val["empty_policy"] == "nan"
     assert json.loads(json.dumps(val)) == val
     assert {k: val[k] for k in SCORE_KEYS} == val["by_threshold"]["0.5"]
@@ -218,3 +227,79 @@ def test_update_does_not_synchronise_on_cuda():
     assert counts.shape == (9, 3, 4)
     cpu = evaluate(*random_data(8), log_q=torch.tensor([0.5, 1.0, 2.0]))
     assert np.isclose(evaluator.compute(NAMES)["dice"] or 0.0, cpu["dice"] or 0.0)
+
+
+def test_brier_score_is_the_mean_squared_error_over_valid_pixels():
+    logits, target, valid = random_data(3)
+    log_q = torch.tensor([1.0, 2.0, 0.5]).view(3, 1, 1)
+    ece = evaluate(logits, target, valid, log_q=log_q)["ece"]
+    for variant, shift in (("raw", 0.0), ("prior_corrected", log_q)):
+        squared = (torch.sigmoid(logits.double() - shift) - target.double()) ** 2
+        mask = valid.expand_as(squared)
+        for c, name in enumerate(NAMES):
+            expected = squared[:, c][mask[:, c]].mean().item()
+            assert ece["brier"][variant][name] == pytest.approx(expected, abs=1e-7)  # p in float32
+        assert ece["brier_mean"][variant] == pytest.approx(np.mean(list(ece["brier"][variant].values())), abs=1e-12)
+
+
+def test_platt_fitted_on_one_pass_and_applied_in_another():
+    """A model whose logits are 2x too confident and shifted by +log 4: Platt scaling fitted on validation
+    undoes both (a ~ 0.5, b ~ -log 4), and lowers ECE and Brier on new data."""
+    g = torch.Generator().manual_seed(7)
+
+    def data(n):
+        x = torch.randn(n, 1, 32, 32, generator=g) * 2
+        target = (torch.rand(n, 1, 32, 32, generator=g) < torch.sigmoid(x)).float()
+        return 2 * (x + math.log(4)), target, torch.ones(n, 1, 32, 32, dtype=torch.bool)
+
+    chooser = Evaluator(1, "cpu", calibration_pixels=512, seed=0)
+    logits, target, valid = data(16)
+    chooser.update(logits, target, valid)
+    a, b = chooser.fit_platt()
+    assert a.item() == pytest.approx(0.5, abs=0.05) and b.item() == pytest.approx(-math.log(4), abs=0.1)
+    again = Evaluator(1, "cpu", calibration_pixels=512, seed=0)
+    again.update(logits, target, valid)
+    assert torch.equal(again.fit_platt()[0], a)  # seeded: the same pixels, the same fit
+
+    held_out = evaluate(*data(16), platt=(a, b), platt_fitted_on="fitted on val")["ece"]
+    assert held_out["platt"]["a"] < held_out["raw"]["a"] / 3
+    assert held_out["brier"]["platt"]["a"] < held_out["brier"]["raw"]["a"]
+    assert held_out["platt_parameters"] == {"a": {"a": a.item(), "b": b.item()}}
+    assert held_out["platt_fitted_on"] == "fitted on val"
+    assert Evaluator(1, "cpu").fit_platt() is None  # no calibration pixels asked for
+
+
+def test_per_image_scores_follow_the_dataset_indices():
+    logits, target, valid = random_data(4, n=4)
+    evaluator = Evaluator(3, "cpu")
+    order = [2, 0, 3, 1]  # the items arrive out of order
+    for i in order:
+        evaluator.update(logits[i : i + 1], target[i : i + 1], valid[i : i + 1], torch.tensor([i]))
+    evaluator.compute(NAMES)
+    per_image = evaluator.per_image(NAMES, ["w", "x", "y", "z"])
+    counts = confusion_counts(logits, target, valid, 0.0)
+    for i, stem in enumerate("wxyz"):
+        dice = dice_score(counts[i : i + 1], "per_image").item()
+        assert per_image["0.5"][stem]["dice"] == pytest.approx(dice, abs=1e-12)
+    assert set(per_image) == set(POLICIES)
+
+
+def test_structure_block_scores_every_policy():
+    """Two cells split by a membrane (the positive class); a prediction that misses the membrane at 0.5
+    but not at the tuned threshold: V_rand 1 where the cells are separated."""
+    from seg.scoring.structure_scores import StructureSettings
+
+    target = torch.zeros(1, 1, 8, 8)
+    target[..., 4] = 1  # a membrane column between two cells
+    logits = torch.where(target > 0, torch.tensor(-0.5), torch.tensor(-4.0))  # membrane at p = 0.38
+    evaluator = Evaluator(1, "cpu", tuned_thresholds=[0.3], structure=StructureSettings(("rand", "vi"), "negative"))
+    evaluator.update(logits, target)
+    block = evaluator.compute(["membrane"])["structure"]
+    assert block["objects_from"] == "negative" and block["num_images"] == 1
+    at_half, tuned = block["by_threshold"]["0.5"]["mean"], block["by_threshold"]["tuned"]["mean"]
+    cells = np.where(np.arange(8) < 4, 1, 2) * (np.arange(8) != 4)  # truth: two cells, the membrane ignored
+    merged = 1 - adapted_rand_error(np.tile(cells, (8, 1)), np.ones((8, 8), int), ignore_labels=(0,))[0]
+    assert at_half["v_rand"] == pytest.approx(merged, abs=1e-12) and merged < 0.7  # no membrane: one cell
+    assert tuned["v_rand"] == 1.0 and tuned["v_info"] == 1.0
+    assert block["by_threshold"]["tuned"]["per_channel"]["membrane"] == tuned
+    assert evaluator.per_image(["membrane"], ["only"])["tuned"]["only"]["v_rand"] == 1.0

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from seg.config import BASE_CONFIG, Config, ConfigError, expand_path, mask_spec, read_yaml
 from seg.config.specs import MaskSpec
-from seg.data.folders import IMAGE_SUFFIXES, files_by_stem, seeded_val_stems, split_samples
+from seg.data.folders import IMAGE_SUFFIXES, files_by_stem, find_splits, seeded_val_stems
 from seg.data.formats import Faults, Problem
 from seg.data.synthetic import is_default_root
 from seg.errors import DataError
@@ -163,6 +163,8 @@ def plan_from_config(
         )
     train_dir = root / "train" if (root / "train").is_dir() else root
     val_dir = root / "val" if (root / "val" / "images").is_dir() and (root / "val" / "masks").is_dir() else None
+    if d.test_folder == "val":  # val/ is the test split: validation is carved from train/
+        val_dir = None
     inst = (lambda folder: folder / "instances") if spec.fmt == "instance" else (lambda folder: None)
     items: list[AuditItem] = []
     problems: list[Problem] = []
@@ -170,15 +172,27 @@ def plan_from_config(
     if val_dir is None or split != "val":
         found, problems = scan_folder(train_dir / "masks", train_dir / "images", spec, inst(train_dir))
         if val_dir is None and split != "all":
+            test_stems: list[str] = []
             try:
-                val_stems = split_samples(root, spec, d.val_fraction, d.split_seed, d.val_stems)[2]
+                splits = find_splits(
+                    root,
+                    spec,
+                    d.val_fraction,
+                    d.split_seed,
+                    d.val_stems,
+                    test_fraction=d.test_fraction,
+                    test_folder=d.test_folder,
+                    test_stems=d.test_stems,
+                )
+                val_stems, test_stems = splits.val_stems, splits.test_stems or []
             except DataError:
                 val_stems = d.val_stems or seeded_val_stems([i.stem for i in found], d.val_fraction, d.split_seed)
                 notes.append(
                     "Training would refuse this folder as it is (see problems); the split shown applies "
                     "the same seeded rule to the masks found."
                 )
-            found = _pick(found, val_stems, split)
+            held_out = set(test_stems)  # a carved test split is never audited as training or validation
+            found = _pick([i for i in found if i.stem not in held_out], val_stems, split)
         items += found
     if val_dir is not None and split in ("val", "all"):
         found, more = scan_folder(val_dir / "masks", val_dir / "images", spec, inst(val_dir))

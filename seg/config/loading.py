@@ -110,6 +110,7 @@ _FLOAT_KEYS = {
     ("train", "lr"),
     ("train", "weight_decay"),
     ("data", "val_fraction"),
+    ("data", "test_fraction"),
     ("loss", "ema"),
     ("loss", "border", "w0"),
     ("loss", "border", "sigma"),
@@ -139,6 +140,12 @@ def validate(raw: dict, source: str) -> Config:
         return Config.model_validate(_ints_to_floats(_coerce_numbers(raw)))
     except ValidationError as err:
         raise ConfigError(_format_error(source, err)) from None
+
+
+def read_run_config(path: str | Path) -> Config:
+    """A run's saved config.yaml; keys added to seg since the run was written take their defaults
+    (configs/base.yaml), so older runs still resume and evaluate."""
+    return validate(deep_merge(read_yaml(BASE_CONFIG), read_yaml(Path(path))), str(path))
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:

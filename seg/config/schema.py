@@ -53,6 +53,9 @@ class DataConfig(_Section):
     val_fraction: float
     split_seed: Count
     val_stems: list[str] | None
+    test_fraction: float
+    test_folder: str | None
+    test_stems: list[str] | None
     samples_per_epoch: Positive | None
     max_val_images: Positive | None
     synthetic: bool
@@ -71,8 +74,27 @@ class DataConfig(_Section):
             raise ValueError(f"must be between 0 and 1, got {value}")
         return value
 
+    @field_validator("test_fraction")
+    @classmethod
+    def _test_fraction(cls, value: float) -> float:
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"must be at least 0 and below 1 (0: no test split carved), got {value}")
+        return value
+
+    @field_validator("test_folder")
+    @classmethod
+    def _folder_name(cls, value: str | None) -> str | None:
+        if value is not None and (not _PLAIN_NAME.fullmatch(value) or ".." in value or value == "train"):
+            raise ValueError(f"must name a labelled split folder under data.root, e.g. val or test; got {value!r}")
+        return value
+
     @model_validator(mode="after")
     def _format_keys(self) -> DataConfig:
+        if self.test_fraction > 0 and self.test_folder is not None:
+            raise ValueError(
+                f"data.test_fraction ({self.test_fraction}) and data.test_folder ({self.test_folder}) both set: "
+                "use one test split"
+            )
         if not self.classes:
             raise ValueError("data.classes must name at least one channel")
         if any(not name.strip() or "/" in name for name in self.classes):
@@ -138,6 +160,17 @@ class LossConfig(_Section):
 class MetricsConfig(_Section):
     threshold: str  # one of POLICIES
     empty: Literal["nan", "one", "zero"]
+    structure: list[Literal["rand", "vi", "object_ap"]]  # seg.scoring.structure.STRUCTURE_METRICS
+    objects_from: Literal["positive", "negative", "instance"]
+    connectivity: Literal[4, 8]
+    calibration_pixels: Count  # pixels per validation image sampled to fit Platt scaling (0: off)
+
+    @field_validator("structure")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"lists a metric twice: {value}")
+        return value
 
     @field_validator("threshold", mode="before")
     @classmethod
@@ -182,6 +215,11 @@ class Config(_Section):
             )
         if fmt in ("binary", "instance") and not self.data.positive_values:
             raise ValueError(f"data.positive_values must list the mask values of the positive class for {fmt} masks")
+        if self.metrics.structure and self.metrics.objects_from == "instance" and self.num_classes != 1:
+            raise ValueError(
+                "metrics.objects_from: instance needs one channel (binary or instance masks with instances/); "
+                f"data.classes has {self.num_classes}: use positive or negative"
+            )
         return self
 
     @property

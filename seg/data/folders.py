@@ -4,10 +4,17 @@ Accepted layouts under ``data.root``::
 
     root/images/, root/masks/ [, root/instances/]            one folder: split by val_fraction
     root/train/{images,masks}/ [, root/val/{images,masks}/]  split folders
+    [root/test/{images,masks}/]                              a labelled test split
 
 A split folder with images but no ``masks/`` (ISBI ``test/``) is an unlabelled
 prediction set, never a split. Files are matched by stem (``a.png`` <-> ``a.png``).
 For multilabel masks stored one file per channel: ``masks/<channel>/<stem>.png``.
+
+The test split (:func:`find_splits`), held out from everything training and validation choose:
+``data.test_folder`` names a labelled folder (CamVid: ``val``, whose images then are not
+validation: validation is carved from ``train/``); or ``data.test_fraction`` carves a seeded
+fraction of the labelled training images off first (ISBI), validation being carved from the
+rest; or else a labelled ``test/`` folder is the test split; or there is none.
 """
 
 from __future__ import annotations
@@ -112,6 +119,77 @@ def seeded_val_stems(stems: list[str], val_fraction: float, split_seed: int) -> 
     return sorted(stems[: min(len(stems) - 1, max(1, round(val_fraction * len(stems))))])
 
 
+@dataclass(frozen=True)
+class Splits:
+    """The data's splits. ``test`` is empty when there is no labelled test split; ``test_stems`` is set
+    when the test split was carved from the training images (to be recorded, like ``val_stems``);
+    ``test_source`` says where the test split came from, in words ("" when there is none)."""
+
+    train: list[Sample]
+    val: list[Sample]
+    test: list[Sample]
+    val_stems: list[str]
+    test_stems: list[str] | None
+    test_source: str
+
+
+def _carve(samples: list[Sample], stems: list[str] | None, fraction: float, seed: int, key: str, where: Path):
+    """(rest, carved, carved stems): ``stems`` when given (a recorded split), else the seeded rule."""
+    if len(samples) < 2:
+        raise DataError(f"{where}: {len(samples)} labelled image(s); need at least 2 to split off data.{key}")
+    if stems is None:
+        stems = seeded_val_stems([s.stem for s in samples], fraction, seed)
+    unknown = sorted(set(stems) - {s.stem for s in samples})
+    if unknown:
+        raise DataError(f"{where}: data.{key} names '{unknown[0]}', which has no image here")
+    chosen = set(stems)
+    return [s for s in samples if s.stem not in chosen], [s for s in samples if s.stem in chosen], list(stems)
+
+
+def find_splits(
+    root: Path,
+    spec: MaskSpec,
+    val_fraction: float,
+    split_seed: int,
+    val_stems: list[str] | None = None,
+    need_instances: bool = False,
+    test_fraction: float = 0.0,
+    test_folder: str | None = None,
+    test_stems: list[str] | None = None,
+) -> Splits:
+    """Train, validation and test samples.
+
+    Test first: ``root/<test_folder>`` (labelled), or ``test_fraction`` of the training images chosen with
+    ``split_seed`` (or exactly ``test_stems``), or a labelled ``root/test/``, or none. Then validation: a
+    labelled ``root/val/`` unless it is the test folder; otherwise ``val_fraction`` of the remaining
+    training images, chosen with ``split_seed`` (:func:`seeded_val_stems`), or exactly ``val_stems`` when
+    given (a resumed or evaluated run repeats its recorded split).
+    """
+    if not root.is_dir():
+        raise DataError(f"{root}: data folder not found (data.root)")
+    train_dir = root / "train" if (root / "train").is_dir() else root
+    samples = find_samples(train_dir, spec, need_instances)
+    test: list[Sample] = []
+    carved: list[str] | None = None
+    source = ""
+    if test_folder is not None:
+        if not _has_masks(root / test_folder):
+            raise DataError(f"{root / test_folder}: data.test_folder needs a labelled split here (images/ and masks/)")
+        test, source = find_samples(root / test_folder, spec, need_instances), f"the labelled folder {test_folder}/"
+    elif test_fraction > 0:
+        samples, test, carved = _carve(samples, test_stems, test_fraction, split_seed, "test_stems", train_dir)
+        source = (
+            f"{len(test)} labelled images carved from {train_dir.name}/ (data.test_fraction, split seed {split_seed})"
+        )
+    elif _has_masks(root / "test"):
+        test, source = find_samples(root / "test", spec, need_instances), "the labelled folder test/"
+    if test_folder != "val" and _has_masks(root / "val"):
+        val = find_samples(root / "val", spec, need_instances)
+        return Splits(samples, val, test, [s.stem for s in val], carved, source)
+    train, val, val_stems = _carve(samples, val_stems, val_fraction, split_seed, "val_stems", train_dir)
+    return Splits(train, val, test, val_stems, carved, source)
+
+
 def split_samples(
     root: Path,
     spec: MaskSpec,
@@ -120,25 +198,6 @@ def split_samples(
     val_stems: list[str] | None = None,
     need_instances: bool = False,
 ) -> tuple[list[Sample], list[Sample], list[str]]:
-    """Return (train, val, val_stems).
-
-    With ``root/val/`` (images + masks) that folder is the validation set. Otherwise
-    ``val_fraction`` of the training images, chosen with ``split_seed`` (:func:`seeded_val_stems`), or exactly
-    ``val_stems`` when given (a resumed run repeats its recorded split).
-    """
-    if not root.is_dir():
-        raise DataError(f"{root}: data folder not found (data.root)")
-    train_dir = root / "train" if (root / "train").is_dir() else root
-    samples = find_samples(train_dir, spec, need_instances)
-    if _has_masks(root / "val"):
-        val = find_samples(root / "val", spec, need_instances)
-        return samples, val, [s.stem for s in val]
-    if len(samples) < 2:
-        raise DataError(f"{train_dir}: {len(samples)} labelled image(s); need at least 2 to split off validation")
-    if val_stems is None:
-        val_stems = seeded_val_stems([s.stem for s in samples], val_fraction, split_seed)
-    unknown = sorted(set(val_stems) - {s.stem for s in samples})
-    if unknown:
-        raise DataError(f"{train_dir}: data.val_stems names '{unknown[0]}', which has no image here")
-    chosen = set(val_stems)
-    return [s for s in samples if s.stem not in chosen], [s for s in samples if s.stem in chosen], list(val_stems)
+    """(train, val, val_stems) of :func:`find_splits` for data without a carved test split."""
+    splits = find_splits(root, spec, val_fraction, split_seed, val_stems, need_instances)
+    return splits.train, splits.val, splits.val_stems

@@ -53,6 +53,10 @@ def results_table(val: Scores | dict, class_names: list[str], title: str | None 
         )
     lines += markdown_table(header, rows)
     lines += ["", _details_table(val, blocks, class_names), ""]
+    if val.ece.brier:
+        lines += [_calibration_table(val, class_names), ""]
+    if val.structure:
+        lines += [_structure_table(val), ""]
     notes = [
         "Dice/IoU: macro = mean over channels of dataset-level scores; micro = counts pooled over "
         "images and channels; per_image = mean over images, then channels. "
@@ -78,6 +82,55 @@ def _details_table(val: Scores, blocks: dict[str, ScoreBlock], class_names: list
     mean = [""] * (len(blocks) - 1) + [number(ece.raw_mean), number(ece.prior_corrected_mean)]
     rows.append(["mean", *mean, *[""] * len(blocks)])
     return "\n".join(markdown_table(header, rows))
+
+
+def _calibration_table(val: Scores, class_names: list[str]) -> str:
+    """ECE and Brier score per channel for each calibration variant (raw, prior-corrected, Platt-scaled)."""
+    ece, brier = val.ece, val.ece.brier or {}
+    variants = [v for v in ("raw", "prior_corrected", "platt") if v in brier]
+    header = ["channel"] + [f"ECE {v}" for v in variants] + [f"Brier {v}" for v in variants]
+    if ece.platt_parameters:
+        header += ["Platt a", "Platt b"]
+    rows = []
+    for name in class_names:
+        cells = [number((getattr(ece, v) or {}).get(name)) for v in variants]
+        cells += [number(brier[v].get(name)) for v in variants]
+        if ece.platt_parameters:
+            cells += [number(ece.platt_parameters[name]["a"], 3), number(ece.platt_parameters[name]["b"], 3)]
+        rows.append([name, *cells])
+    lines = markdown_table(header, rows)
+    if ece.platt_fitted_on:
+        lines.append(f"\nPlatt scaling sigmoid(a * logit + b), {ece.platt_fitted_on}.")
+    return "\n".join(lines)
+
+
+STRUCTURE_COLUMNS = {
+    "v_rand": "V_rand",
+    "v_info": "V_info",
+    "ap": "AP 0.5:0.95",
+    "ap50": "AP@0.5",
+    "f1_50": "F1@0.5",
+    "merges": "merges / image",
+    "splits": "splits / image",
+}
+
+
+def _structure_table(val: Scores) -> str:
+    """Structure metrics (mean over channels) under each threshold policy."""
+    structure = val.structure
+    assert structure is not None
+    by_threshold = structure.by_threshold
+    keys = [k for k in STRUCTURE_COLUMNS if any(k in b["mean"] for b in by_threshold.values())]
+    rows = [
+        [policy] + [number(block["mean"].get(k), 2 if k in ("merges", "splits") else 4) for k in keys]
+        for policy, block in by_threshold.items()
+    ]
+    lines = markdown_table(["threshold"] + [STRUCTURE_COLUMNS[k] for k in keys], rows)
+    lines.append(
+        f"\nStructure ({structure.num_images} images, objects from the {structure.objects_from} class): "
+        f"{structure.note}."
+    )
+    return "\n".join(lines)
 
 
 def print_results(summary: RunSummary | dict, class_names: list[str]) -> None:

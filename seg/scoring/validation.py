@@ -26,8 +26,15 @@ The ``val`` block (all values plain floats, null where undefined):
 - ``by_threshold`` {"0.5" | "prior_corrected" | "tuned": a block with those same keys;
   "tuned" adds ``note``};
 - ``ece`` {"bins": 15, "raw": {name: x}, "prior_corrected": {name: x}, "raw_mean",
-  "prior_corrected_mean"} (means over channels with valid pixels);
-- ``threshold``, ``empty_policy``, ``num_images``.
+  "prior_corrected_mean"} (means over channels with valid pixels), ``brier`` {variant: {name: x}}
+  and ``brier_mean``; with given Platt parameters (fitted on validation) also the ``platt``
+  variant, ``platt_parameters`` {name: {a, b}} and ``platt_fitted_on``;
+- ``threshold``, ``empty_policy``, ``num_images``;
+- ``structure`` (with :class:`StructureSettings`): :mod:`seg.scoring.structure_scores`.
+
+Post-hoc calibration: with ``calibration_pixels`` > 0 the Evaluator draws that many pixels per
+image (seeded) and :meth:`Evaluator.fit_platt` fits Platt scaling sigmoid(a * logit + b) per
+channel on them; another Evaluator applies the fitted ``platt`` parameters to a held-out split.
 
 Under DDP, per-image counts and histograms are gathered (ranks hold different images)
 and calibration sums all-reduced; dataset-level scores are then exact provided every
@@ -40,9 +47,25 @@ import torch
 
 from seg.config.schema import MetricsConfig
 from seg.distributed import all_gather_rows, all_reduce_counts
-from seg.scoring.calibration import ECE_BINS, calibration_sums, expected_calibration_error, reliability_table
-from seg.scoring.metrics import EMPTY_POLICIES, confusion_counts, score_block, to_float
+from seg.scoring.calibration import (
+    ECE_BINS,
+    brier_score,
+    calibration_sums,
+    expected_calibration_error,
+    fit_platt,
+    reliability_table,
+    sample_pixels,
+)
+from seg.scoring.metrics import (
+    EMPTY_POLICIES,
+    confusion_counts,
+    dice_from_counts,
+    iou_from_counts,
+    score_block,
+    to_float,
+)
 from seg.scoring.policies import FIXED_NOTE, POLICIES, TUNED_NOTE
+from seg.scoring.structure_scores import StructureAccumulator, StructureSettings
 from seg.scoring.thresholds import (
     best_threshold_indices,
     counts_at,
@@ -60,13 +83,16 @@ def batch_statistics(
     boundaries: torch.Tensor,
     ece_bins: int = ECE_BINS,
     tuned_logits: torch.Tensor | None = None,
+    platt: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """One validation batch, pure and without host synchronisation.
 
     logits, target [N,C,H,W]; valid [N,1,H,W] bool or None; log_q (C,1,1);
-    boundaries (G,) logit grid; tuned_logits (C,1,1) fixed tuned thresholds or None.
+    boundaries (G,) logit grid; tuned_logits (C,1,1) fixed tuned thresholds or None;
+    platt: (a, b), each (C,1,1), or None.
     Returns per-image counts ``0.5`` / ``prior_corrected`` (/ ``tuned``) int64 [N,C,4],
-    ``histograms`` int32 [N,C,2,G+1], ``ece_raw`` / ``ece_prior_corrected`` float64 [C,bins,3].
+    ``histograms`` int32 [N,C,2,G+1], ``ece_raw`` / ``ece_prior_corrected`` (/ ``ece_platt``)
+    float64 [C,bins,4] (seg.scoring.calibration).
     """
     logits = logits.float()
     stats = {
@@ -78,14 +104,18 @@ def batch_statistics(
     }
     if tuned_logits is not None:
         stats["tuned"] = confusion_counts(logits, target, valid, tuned_logits)
+    if platt is not None:  # p = sigmoid(a * logit + b)
+        stats["ece_platt"] = calibration_sums(logits, target, valid, -platt[1], ece_bins, scale=platt[0])
     return stats
 
 
-def _channel_vector(value: torch.Tensor | list | None, num_channels: int, what: str, default: float) -> torch.Tensor:
-    """A per-channel value as float32 (C,1,1); (C,) and (C,1,1) accepted, anything else refused."""
+def _channel_vector(
+    value: torch.Tensor | list | None, num_channels: int, what: str, default: float, dtype=torch.float32
+) -> torch.Tensor:
+    """A per-channel value as (C,1,1) (float32 by default); (C,) and (C,1,1) accepted, anything else refused."""
     if value is None:
-        return torch.full((num_channels, 1, 1), default)
-    value = torch.as_tensor(value, dtype=torch.float32)
+        return torch.full((num_channels, 1, 1), default, dtype=dtype)
+    value = torch.as_tensor(value, dtype=dtype)
     if value.shape not in ((num_channels,), (num_channels, 1, 1)):
         raise ValueError(f"{what} must have shape ({num_channels},) or ({num_channels},1,1); got {tuple(value.shape)}")
     return value.reshape(num_channels, 1, 1)
@@ -99,6 +129,10 @@ class Evaluator:
     grid_step: spacing of the probability grid searched by ``tuned``.
     tuned_thresholds: (C,) probabilities to use for ``tuned`` instead of searching.
     threshold: the policy whose scores ``compute`` reports at the top level (one of POLICIES).
+    tuned_note: what ``by_threshold.tuned.note`` says when ``tuned_thresholds`` are given (where they came from).
+    platt: (a, b) per channel (C,), Platt parameters fitted elsewhere, scored as the ``platt`` calibration
+    variant; platt_fitted_on says where. calibration_pixels: pixels per image kept to fit Platt scaling
+    (:meth:`fit_platt`), drawn with ``seed``. structure: structure metrics of the pass (or None).
     Memory per image: C*(3*4*8 + 2*(G+1)*4) bytes (C=12, G=99: about 10 KB).
     """
 
@@ -112,6 +146,12 @@ class Evaluator:
         ece_bins: int = ECE_BINS,
         tuned_thresholds: torch.Tensor | list[float] | None = None,
         threshold: str = "0.5",
+        tuned_note: str = FIXED_NOTE,
+        platt: tuple[torch.Tensor, torch.Tensor] | None = None,
+        platt_fitted_on: str | None = None,
+        calibration_pixels: int = 0,
+        seed: int = 0,
+        structure: StructureSettings | None = None,
     ) -> None:
         if empty not in EMPTY_POLICIES:
             raise ValueError(f"empty must be one of {EMPTY_POLICIES}, got {empty!r}")
@@ -130,6 +170,15 @@ class Evaluator:
         if tuned_thresholds is not None:
             self.tuned_thresholds = _channel_vector(tuned_thresholds, num_channels, "tuned_thresholds", 0.5)
             self.tuned_logits = torch.logit(self.tuned_thresholds.double()).float().to(self.device)
+        self.tuned_note = tuned_note
+        self.platt = None
+        self.platt_fitted_on = platt_fitted_on
+        if platt is not None:
+            a, b = (_channel_vector(p, num_channels, "platt", 0.0, torch.float64).to(self.device) for p in platt)
+            self.platt = (a, b)
+        self.calibration_pixels = calibration_pixels
+        self.seed = seed
+        self.structure_settings = structure
         self.reset()
 
     @classmethod
@@ -140,29 +189,70 @@ class Evaluator:
         device: torch.device | str,
         log_q: torch.Tensor | None = None,
         tuned_thresholds: torch.Tensor | list[float] | None = None,
+        **options,
     ) -> Evaluator:
-        """An Evaluator with the config's ``metrics.empty`` and ``metrics.threshold`` (their one reader)."""
+        """An Evaluator with the config's ``metrics.empty`` and ``metrics.threshold`` (their one reader);
+        ``options`` are the other keyword arguments of the Evaluator."""
         return cls(
-            num_channels, device, log_q, metrics.empty, tuned_thresholds=tuned_thresholds, threshold=metrics.threshold
+            num_channels,
+            device,
+            log_q,
+            metrics.empty,
+            tuned_thresholds=tuned_thresholds,
+            threshold=metrics.threshold,
+            **options,
         )
 
     def reset(self) -> None:
         """Forget everything accumulated (start of a new validation pass)."""
         self.parts: dict[str, list[torch.Tensor]] = {"0.5": [], "prior_corrected": [], "tuned": [], "histograms": []}
-        zeros = torch.zeros(self.num_channels, self.ece_bins, 3, dtype=torch.float64, device=self.device)
-        self.ece = {"raw": zeros, "prior_corrected": zeros.clone()}
+        self.parts["index"] = []
+        variants = ("raw", "prior_corrected", "platt") if self.platt is not None else ("raw", "prior_corrected")
+        self.ece = {
+            name: torch.zeros(self.num_channels, self.ece_bins, 4, dtype=torch.float64, device=self.device)
+            for name in variants
+        }
+        self.samples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
+        self.structure = StructureAccumulator(self.structure_settings) if self.structure_settings else None
+        self.seen = 0
 
     @torch.no_grad()
-    def update(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> None:
-        """logits, target [N,C,H,W]; valid [N,1,H,W] bool (None: every pixel). No host sync."""
+    def update(
+        self,
+        logits: torch.Tensor,
+        target: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        index: torch.Tensor | None = None,
+    ) -> None:
+        """logits, target [N,C,H,W]; valid [N,1,H,W] bool (None: every pixel); index (N,): the items'
+        dataset indices (default: their order of arrival). No host sync, except for structure metrics."""
         if logits.shape[1] != self.num_channels:
             raise ValueError(f"Evaluator has {self.num_channels} channels, logits have {logits.shape[1]}")
-        stats = batch_statistics(logits, target, valid, self.log_q, self.boundaries, self.ece_bins, self.tuned_logits)
+        stats = batch_statistics(
+            logits, target, valid, self.log_q, self.boundaries, self.ece_bins, self.tuned_logits, self.platt
+        )
         for name in ("0.5", "prior_corrected", "tuned", "histograms"):
             if name in stats:
                 self.parts[name].append(stats[name])
-        self.ece["raw"] += stats["ece_raw"]
-        self.ece["prior_corrected"] += stats["ece_prior_corrected"]
+        for name in self.ece:
+            self.ece[name] += stats[f"ece_{name}"]
+        if index is None:
+            index = torch.arange(self.seen, self.seen + logits.shape[0], device=self.device)
+        self.seen += logits.shape[0]
+        self.parts["index"].append(index.to(self.device).long())
+        if self.calibration_pixels:
+            self.samples.append(sample_pixels(logits, target, valid, self.calibration_pixels, self.generator))
+        if self.structure is not None:
+            self.structure.update(logits, target, valid, index)
+
+    def fit_platt(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Platt parameters (a, b), each (C,) float64, fitted on the pixels drawn in this pass
+        (None when ``calibration_pixels`` is 0 or nothing was evaluated)."""
+        if not self.samples:
+            return None
+        logits, targets, mask = (torch.cat(parts, dim=1) for parts in zip(*self.samples, strict=True))
+        return fit_platt(logits, targets, mask)
 
     def _gathered(self, name: str, trailing: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         parts = self.parts[name]
@@ -205,8 +295,8 @@ class Evaluator:
             block = score_block(counts[name], class_names, self.empty)
             block["thresholds"] = {n: round(float(p), 6) for n, p in zip(class_names, thresholds[name], strict=False)}
             by_threshold[name] = block
-        by_threshold["tuned"]["note"] = FIXED_NOTE if self.tuned_thresholds is not None else TUNED_NOTE
-        return {
+        by_threshold["tuned"]["note"] = self.tuned_note if self.tuned_thresholds is not None else TUNED_NOTE
+        block = {
             **by_threshold[threshold],
             "threshold": threshold,
             "empty_policy": self.empty,
@@ -214,15 +304,49 @@ class Evaluator:
             "by_threshold": by_threshold,
             "ece": self._ece_block(class_names),
         }
+        if self.structure is not None:
+            block["structure"], self.structure_per_image = self.structure.compute(thresholds, class_names)
+        return block
+
+    def per_image(self, class_names: list[str], stems: list[str]) -> dict[str, dict[str, dict[str, float | None]]]:
+        """{policy: {stem: {"dice", "iou" (macro over the image's channels, NaN left out), and the structure
+        keys (mean over channels)}}}, for the paired statistics over images; ``stems`` by dataset index.
+        Call after :meth:`compute`."""
+        counts, _ = self.collect()
+        indices = self._gathered("index", (), torch.long).cpu().tolist()
+        structure = getattr(self, "structure_per_image", {})
+        out: dict[str, dict[str, dict[str, float | None]]] = {}
+        for policy in POLICIES:
+            dice = dice_from_counts(counts[policy], self.empty).nanmean(dim=1)
+            iou = iou_from_counts(counts[policy], self.empty).nanmean(dim=1)
+            out[policy] = {
+                stems[i]: {
+                    "dice": to_float(dice[row]),
+                    "iou": to_float(iou[row]),
+                    **structure.get(policy, {}).get(i, {}),
+                }
+                for row, i in enumerate(indices)
+            }
+        return out
 
     def _ece_block(self, class_names: list[str]) -> dict:
         block: dict = {"bins": self.ece_bins}
+        brier: dict = {}
+        brier_mean: dict = {}
         for name, sums in self._reduced_ece().items():
-            ece = expected_calibration_error(sums)
+            ece, squared = expected_calibration_error(sums), brier_score(sums)
             block[name] = {n: to_float(ece[c]) for c, n in enumerate(class_names)}
             block[f"{name}_mean"] = to_float(ece.nanmean())
+            brier[name] = {n: to_float(squared[c]) for c, n in enumerate(class_names)}
+            brier_mean[name] = to_float(squared.nanmean())
+        block["brier"], block["brier_mean"] = brier, brier_mean
+        if self.platt is not None:
+            a, b = (p.flatten().double().cpu() for p in self.platt)
+            block["platt_parameters"] = {n: {"a": float(a[c]), "b": float(b[c])} for c, n in enumerate(class_names)}
+            if self.platt_fitted_on:
+                block["platt_fitted_on"] = self.platt_fitted_on
         return block
 
     def reliability(self) -> dict[str, dict]:
-        """Reliability tables ({"raw": ..., "prior_corrected": ...}) for the reliability plot."""
+        """Reliability tables ({"raw": ..., "prior_corrected": ..., "platt": ...}) for the reliability plot."""
         return {name: reliability_table(sums) for name, sums in self._reduced_ece().items()}
