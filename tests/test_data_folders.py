@@ -88,7 +88,7 @@ def test_carved_test_split_comes_first_and_is_recorded(tmp_path):
     assert (len(splits.train), len(splits.val), len(splits.test)) == (19, 5, 6)
     everything = [s.stem for s in splits.train + splits.val + splits.test]
     assert sorted(everything) == sorted(stems)  # disjoint and complete
-    assert "6 labelled images carved" in splits.test_source
+    assert splits.test_source == f"carved from {tmp_path.name}/ (data.test_fraction 0.2, split seed 0)"
     again = find_splits(tmp_path, SPEC, 0.2, 9, splits.val_stems, test_fraction=0.2, test_stems=splits.test_stems)
     assert [s.stem for s in again.test] == splits.test_stems and again.val_stems == splits.val_stems  # repeated
     with pytest.raises(DataError, match="test_stems names 'ghost'"):

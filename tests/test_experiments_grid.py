@@ -73,9 +73,10 @@ def test_tiny_grid_resumes_skips_finished_runs_and_reaggregates(tmp_path, monkey
     for strategy in ("none", "per_channel"):
         assert f"| {strategy} | " in markdown
     csv_rows = (results_dir / "results.csv").read_text().splitlines()
-    assert csv_rows[0].startswith("strategy,quantity,variant,channel,n,mean")
+    assert csv_rows[0].startswith("strategy,split,quantity,variant,channel,n,mean")
     assert {line.split(",")[0] for line in csv_rows[1:]} == {"none", "per_channel"}
-    assert any(line.startswith("per_channel,dice,0.5,speck,2,") for line in csv_rows)
+    assert any(line.startswith("per_channel,val,dice,0.5,speck,2,") for line in csv_rows)
+    assert not any(",test," in line for line in csv_rows)  # no labelled test split: no test rows
     assert (results_dir / "dice_per_channel.png").stat().st_size > 0
     assert (results_dir / "dice_vs_frequency.png").stat().st_size > 0
 
@@ -108,3 +109,66 @@ def test_tiny_grid_resumes_skips_finished_runs_and_reaggregates(tmp_path, monkey
     grid.run_experiment(experiment, "ci", extra, results_root=results_root, progress=False)
     grid.run_experiment(experiment, "ci", extra, jobs=2, results_root=results_root, progress=False)
     assert trained == [] and not runs_dir.exists()
+
+
+NESTED = (
+    TINY.replace(
+        "set: {loss.normalize: true}",
+        """set:
+  loss.normalize: true
+  data.test_fraction: 0.25           # a generated test split: 12 of the 48 synthetic images
+  metrics.structure: [rand, vi, object_ap]
+  metrics.objects_from: positive
+  metrics.calibration_pixels: 256""",
+    )
+    .replace("data.max_val_images: 2, ", "")
+    .replace("seeds: [0, 1]", "seeds: [0]")
+)
+
+
+def test_nested_evaluation_scores_test_with_choices_made_on_val(tmp_path, monkeypatch):
+    """With a labelled test split, every run's final model is scored on it with the thresholds and Platt
+    parameters chosen on validation; results.md leads with the test numbers and image statistics."""
+    import json
+
+    experiment_file = tmp_path / "nested.yaml"
+    experiment_file.write_text(NESTED)
+    experiment = load_experiment(experiment_file)
+    runs_dir, results_root = tmp_path / "runs", tmp_path / "results"
+    results_dir = grid.run_experiment(
+        experiment, "ci", [f"run.out_dir={runs_dir}"], results_root=results_root, progress=False
+    )
+    manifest = json.loads((results_dir / "experiment.json").read_text())
+    assert manifest["test"]["num_images"] == 12 and "carved" in manifest["test"]["source"]
+    for name in ("nested-ci-none-s0", "nested-ci-per_channel-s0"):
+        record = json.loads((results_dir / "runs" / f"{name}.eval-test.json").read_text())
+        summary = json.loads((results_dir / "runs" / f"{name}.json").read_text())
+        config = yaml.safe_load((runs_dir / name / "config.yaml").read_text())
+        chosen, scored = record["chosen_on"], record["scored_on"]
+        assert record["checkpoint"] == "checkpoints/last.pt" and record["split"] == "test"
+        assert (chosen["split"], chosen["num_images"], scored["num_images"]) == ("val", 7, 12)  # 0.2 of 36, 12
+        # the thresholds applied on test are those chosen on val: the last epoch's validation tuned them too
+        tuned = record["metrics"]["by_threshold"]["tuned"]
+        assert tuned["thresholds"] == chosen["thresholds"] == summary["val"]["by_threshold"]["tuned"]["thresholds"]
+        assert tuned["note"].startswith("thresholds tuned on val (7 images, stems sha256 ")
+        assert record["metrics"]["ece"]["platt_parameters"] == chosen["platt"]
+        assert set(record["metrics"]["ece"]["brier"]) == {"raw", "prior_corrected", "platt"}
+        assert set(record["per_image"]["tuned"]) == set(config["data"]["test_stems"])
+        assert not set(config["data"]["test_stems"]) & set(config["data"]["val_stems"])
+        assert set(record["metrics"]["structure"]["by_threshold"]) == {"0.5", "prior_corrected", "tuned"}
+        assert "v_rand" in summary["val"]["structure"]["by_threshold"]["tuned"]["mean"]  # the last epoch's too
+
+    aggregate_directory(results_dir)
+    markdown = (results_dir / "results.md").read_text()
+    assert "#### Test split (12 images)" in markdown and "Dice @tuned (val-chosen)" in markdown
+    assert "V_rand @tuned" in markdown and "(images)" in markdown and "Wilcoxon" in markdown
+    assert markdown.index("#### Test split (12 images)") < markdown.index("#### Macro scores")
+    csv_rows = (results_dir / "results.csv").read_text().splitlines()
+    test_dice = [line for line in csv_rows if line.startswith("per_channel,test,dice,tuned,macro,1,")]
+    assert len(test_dice) == 1 and test_dice[0].split(",")[14] == "12"  # 12 images paired with none
+
+    (results_dir / "results.md").unlink()  # rebuilt from the committed files alone, evaluations included
+    shutil.rmtree(runs_dir)
+    argv = ["--experiment", str(experiment_file), "--profile", "ci", "--out", str(results_root), "--aggregate-only"]
+    assert run_main(compare_app.main, argv) == 0
+    assert (results_dir / "results.md").read_text() == markdown

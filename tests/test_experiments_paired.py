@@ -273,7 +273,7 @@ def test_format_comparison_strings():
     unadjusted = ImageComparison(20, 0.0123, 0.0041, 0.0199, 0.0156, None)  # compare_images alone: not bold
     assert format_comparison(unadjusted) == "+0.012 [+0.004, +0.020], p=0.016"
     tiny = ImageComparison(200, 0.05, 0.04, 0.06, 1e-9, 3e-9)
-    assert format_comparison(tiny) == "**+0.050 [+0.040, +0.060], p=<0.001 (Holm <0.001)**"
+    assert format_comparison(tiny) == "**+0.050 [+0.040, +0.060], p<0.001 (Holm <0.001)**"
     near_zero = ImageComparison(3, -0.0001, -0.0004, 0.0002, None, None)  # rounds to +0.000, not -0.000
     assert format_comparison(near_zero) == "+0.000 [+0.000, +0.000]"
     assert format_comparison(ImageComparison(1, 0.2, None, None, None, None)) == "+0.200"

@@ -41,7 +41,7 @@ def test_results_table_goes_to_wandb_unless_disabled(tmp_path, monkeypatch):
     log_results_table(manifest, rows)
     assert logged == [
         ("offline", "x", "x-quick-results"),
-        ("comparison/results", ["strategy", "quantity"], len(rows)),
+        ("comparison/results", ["strategy", "split"], len(rows)),
         "finished",
     ]
 

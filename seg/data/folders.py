@@ -178,9 +178,7 @@ def find_splits(
         test, source = find_samples(root / test_folder, spec, need_instances), f"the labelled folder {test_folder}/"
     elif test_fraction > 0:
         samples, test, carved = _carve(samples, test_stems, test_fraction, split_seed, "test_stems", train_dir)
-        source = (
-            f"{len(test)} labelled images carved from {train_dir.name}/ (data.test_fraction, split seed {split_seed})"
-        )
+        source = f"carved from {train_dir.name}/ (data.test_fraction {test_fraction:g}, split seed {split_seed})"
     elif _has_masks(root / "test"):
         test, source = find_samples(root / "test", spec, need_instances), "the labelled folder test/"
     if test_folder != "val" and _has_masks(root / "val"):

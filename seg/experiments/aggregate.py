@@ -8,9 +8,17 @@ with the same interval on those differences. A value a run does not have (a thre
 policy or channel it was not scored on, or a score that is null under the empty policy
 ``nan``) is left out, and ``n`` says how many seeds remain.
 
-Rows are long-format dicts (one per strategy x quantity x variant x channel); the
+Rows are long-format dicts (one per strategy x split x quantity x variant x channel); the
 Markdown (:mod:`seg.experiments.markdown`), the CSV (:mod:`seg.experiments.report`) and the
 plots (:mod:`seg.experiments.plots`) are views of these rows.
+
+``split`` ``val``: from the summaries (the last epoch's validation). ``split`` ``test``: from each
+run's final model evaluated on the held-out test split with the thresholds and Platt parameters
+chosen on validation (``runs/<run>.eval-test.json``). Test rows of per-image quantities (macro
+Dice/IoU and the structure scores) also carry statistics over images
+(:mod:`seg.experiments.paired`): per image the mean over seeds, then the paired bootstrap interval
+of the mean difference from the reference and the Wilcoxon signed-rank p-value, Holm-adjusted over
+the strategies.
 """
 
 from __future__ import annotations
@@ -21,16 +29,32 @@ from dataclasses import dataclass
 
 from scipy import stats
 
-from seg.results import RunSummary, ScoreBlock
+from seg.experiments.paired import ImageComparison, compare_arms, seed_mean_per_image
+from seg.results import Calibration, EvalResult, RunSummary, ScoreBlock, Scores
 from seg.scoring.policies import POLICIES
 
 SCORES = ("dice", "iou")
 CALIBRATION = ("raw", "prior_corrected")  # val.ece variants
+TEST_CALIBRATION = ("raw", "prior_corrected", "platt")  # with Platt scaling fitted on validation
+STRUCTURE = (
+    "v_rand",
+    "v_info",
+    "v_rand_split",
+    "v_rand_merge",
+    "v_info_split",
+    "v_info_merge",
+    "ap",
+    "ap50",
+    "f1_50",
+    "merges",
+    "splits",
+)
 MACRO = "macro"
 CONFIDENCE = 0.95
 
 CSV_COLUMNS = (
     "strategy",
+    "split",
     "quantity",
     "variant",
     "channel",
@@ -43,6 +67,12 @@ CSV_COLUMNS = (
     "diff_mean",
     "diff_ci_low",
     "diff_ci_high",
+    "images",
+    "image_diff_mean",
+    "image_diff_ci_low",
+    "image_diff_ci_high",
+    "image_p",
+    "image_p_holm",
 )
 
 
@@ -108,9 +138,10 @@ def paired_difference(
 # ------------------------------------------------------------------ reading one summary
 
 
-def score(summary: RunSummary, policy: str, metric: str, channel: str) -> float | None:
-    """Dice/IoU of one run under a threshold policy, macro or for one channel (None if absent)."""
-    val = summary.val
+def score(summary: RunSummary | Scores, policy: str, metric: str, channel: str) -> float | None:
+    """Dice/IoU of one run (its summary's val block, or a Scores block) under a threshold policy, macro or
+    for one channel (None if absent)."""
+    val = summary.val if isinstance(summary, RunSummary) else summary
     block: ScoreBlock | None = val.by_threshold.get(policy)
     if block is None and val.threshold == policy:
         block = val
@@ -122,12 +153,28 @@ def score(summary: RunSummary, policy: str, metric: str, channel: str) -> float 
     return None if pair is None else _finite(getattr(pair, metric))
 
 
-def calibration_error(summary: RunSummary, variant: str, channel: str) -> float | None:
+def calibration_error(summary: RunSummary | Scores, variant: str, channel: str) -> float | None:
     """ECE (val.ece) of one run: the mean over channels (``macro``) or one channel's."""
-    ece = summary.val.ece
+    ece = (summary.val if isinstance(summary, RunSummary) else summary).ece
     if channel == MACRO:
         return _finite(getattr(ece, f"{variant}_mean"))
-    return _finite(getattr(ece, variant).get(channel))
+    return _finite((getattr(ece, variant) or {}).get(channel))
+
+
+def brier(ece: Calibration, variant: str, channel: str) -> float | None:
+    """The Brier score of a calibration variant: the mean over channels (``macro``) or one channel's."""
+    if channel == MACRO:
+        return _finite((ece.brier_mean or {}).get(variant))
+    return _finite((ece.brier or {}).get(variant, {}).get(channel))
+
+
+def structure_score(scores: Scores, policy: str, key: str, channel: str) -> float | None:
+    """A structure metric (mean over images) under a threshold policy: ``macro`` (mean over channels) or a channel's."""
+    if scores.structure is None:
+        return None
+    block = scores.structure.by_threshold.get(policy) or {}
+    values = block.get("mean") if channel == MACRO else (block.get("per_channel") or {}).get(channel)
+    return _finite((values or {}).get(key))
 
 
 def applied_weight(summary: RunSummary, index: int) -> float | None:
@@ -140,10 +187,18 @@ def applied_weight(summary: RunSummary, index: int) -> float | None:
 
 
 def _row(
-    strategy: str, quantity: str, variant: str, channel: str, interval: Interval, difference: Interval | None
+    strategy: str,
+    quantity: str,
+    variant: str,
+    channel: str,
+    interval: Interval,
+    difference: Interval | None,
+    split: str = "val",
+    images: ImageComparison | None = None,
 ) -> dict:
     return {
         "strategy": strategy,
+        "split": split,
         "quantity": quantity,
         "variant": variant,
         "channel": channel,
@@ -156,11 +211,20 @@ def _row(
         "diff_mean": difference.mean if difference else None,
         "diff_ci_low": difference.low if difference else None,
         "diff_ci_high": difference.high if difference else None,
+        "images": images.n_images if images else None,
+        "image_diff_mean": images.mean_difference if images else None,
+        "image_diff_ci_low": images.ci_low if images else None,
+        "image_diff_ci_high": images.ci_high if images else None,
+        "image_p": images.p_value if images else None,
+        "image_p_holm": images.p_holm if images else None,
     }
 
 
 def aggregate(
-    runs: Mapping[str, Mapping[int, RunSummary]], channels: list[str], reference: str | None = "none"
+    runs: Mapping[str, Mapping[int, RunSummary]],
+    channels: list[str],
+    reference: str | None = "none",
+    evaluations: Mapping[str, Mapping[int, EvalResult]] | None = None,
 ) -> list[dict]:
     """Long-format rows for every strategy (in ``runs`` order).
 
@@ -208,13 +272,93 @@ def aggregate(
                 False,
             )
         add(strategy, "wall_time_per_epoch_s", "", "", lambda s: _finite(s.wall_time_per_epoch_s), False)
+        for policy in POLICIES:
+            for key in STRUCTURE:
+                for channel in [MACRO, *channels] if len(channels) > 1 else [MACRO]:
+                    read = lambda s, p=policy, k=key, c=channel: structure_score(s.val, p, k, c)  # noqa: E731
+                    add(strategy, key, policy, channel, read, True)
+    if evaluations:
+        rows += held_out_rows(evaluations, channels, reference)
     return rows
 
 
-def find(rows: list[dict], strategy: str, quantity: str, variant: str = "", channel: str = "") -> dict | None:
-    """The row for one strategy/quantity/variant/channel, or None."""
+def _image_scores(
+    evaluations: Mapping[str, Mapping[int, EvalResult]], policy: str, key: str
+) -> dict[str, dict[str, float]]:
+    """{strategy: {stem: mean over seeds}} of a per-image score (macro over the image's channels)."""
+    out = {}
+    for strategy, by_seed in evaluations.items():
+        per_seed = {
+            seed: {stem: scores.get(key) for stem, scores in ((e.per_image or {}).get(policy) or {}).items()}
+            for seed, e in by_seed.items()
+        }
+        out[strategy] = seed_mean_per_image(per_seed)
+    return out
+
+
+def held_out_rows(
+    evaluations: Mapping[str, Mapping[int, EvalResult]], channels: list[str], reference: str | None
+) -> list[dict]:
+    """Rows of split ``test``: every run's final model on the held-out test split (choices made on val)."""
+    base = evaluations.get(reference) if reference else None
+    rows: list[dict] = []
+    image_stats: dict[tuple[str, str], dict[str, ImageComparison]] = {}
+
+    def images(quantity: str, policy: str) -> dict[str, ImageComparison]:
+        if (quantity, policy) not in image_stats:
+            per_arm = _image_scores(evaluations, policy, quantity)
+            usable = reference in per_arm and any(per_arm.values())
+            image_stats[quantity, policy] = compare_arms(per_arm, reference) if usable else {}  # type: ignore[arg-type]
+        return image_stats[quantity, policy]
+
+    def add(strategy: str, quantity: str, variant: str, channel: str, read, paired: bool, per_image: bool) -> None:
+        per_seed = {seed: read(e.metrics) for seed, e in evaluations[strategy].items()}
+        if all(v is None for v in per_seed.values()):
+            return
+        difference = None
+        if paired and base is not None and strategy != reference:
+            difference = paired_difference(per_seed, {seed: read(e.metrics) for seed, e in base.items()})
+        comparison = images(quantity, variant).get(strategy) if per_image and channel == MACRO else None
+        rows.append(
+            _row(strategy, quantity, variant, channel, t_interval(per_seed.values()), difference, "test", comparison)
+        )
+
+    every = [MACRO, *channels]
+    for strategy in evaluations:
+        for metric in SCORES:
+            for policy in POLICIES:
+                for channel in every:
+                    read = lambda m, p=policy, k=metric, c=channel: score(m, p, k, c)  # noqa: E731
+                    add(strategy, metric, policy, channel, read, True, True)
+        for variant in TEST_CALIBRATION:
+            for channel in every:
+                add(
+                    strategy,
+                    "ece",
+                    variant,
+                    channel,
+                    lambda m, v=variant, c=channel: calibration_error(m, v, c),
+                    True,
+                    False,
+                )
+                add(
+                    strategy, "brier", variant, channel, lambda m, v=variant, c=channel: brier(m.ece, v, c), True, False
+                )
+        for policy in POLICIES:
+            for key in STRUCTURE:
+                for channel in every if len(channels) > 1 else [MACRO]:
+                    read = lambda m, p=policy, k=key, c=channel: structure_score(m, p, k, c)  # noqa: E731
+                    add(strategy, key, policy, channel, read, True, True)
+    return rows
+
+
+def find(
+    rows: list[dict], strategy: str, quantity: str, variant: str = "", channel: str = "", split: str = "val"
+) -> dict | None:
+    """The row for one strategy/quantity/variant/channel of a split (val: the summaries; test), or None."""
+    key = (strategy, split, quantity, variant, channel)
     for row in rows:
-        if (row["strategy"], row["quantity"], row["variant"], row["channel"]) == (strategy, quantity, variant, channel):
+        if (row["strategy"], row.get("split", "val"), row["quantity"], row["variant"], row["channel"]) == key:
             return row
     return None
 

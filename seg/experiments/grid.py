@@ -32,10 +32,13 @@ from seg.experiments.manifest import (
     DataInfo,
     Manifest,
     PlannedRunInfo,
+    TestInfo,
     TrainedWith,
     WandbInfo,
 )
-from seg.results import RunSummary
+from seg.results import EvalResult, RunSummary
+
+EVALUATED_CHECKPOINT = "last"  # the fixed budget's final model: no epoch is chosen on validation
 
 TRAIN_SCRIPT = REPO_ROOT / "scripts" / "train.py"
 
@@ -101,6 +104,29 @@ def build_manifest(
             out_dir=cfg.run.out_dir,
         ),
         trained_with=previous_trained_with(results_dir, [r.name for r in runs]),
+        test=test_info(cfg),
+    )
+
+
+def test_info(cfg: Config) -> TestInfo | None:
+    """The data's labelled test split (the same for every run of the grid), or None."""
+    from seg.run_data import data_splits, needs_instance_files
+
+    splits = data_splits(cfg, needs_instance_files(cfg))
+    if not splits.test:
+        return None
+    metrics = cfg.metrics
+    objects = {
+        "negative": "the regions the positive class separates (connected components of the negative class)",
+        "positive": "connected components of the positive class",
+        "instance": "the instance labels",
+    }[metrics.objects_from]
+    return TestInfo(
+        split="test",
+        source=splits.test_source,
+        num_images=len(splits.test),
+        checkpoint=EVALUATED_CHECKPOINT,
+        objects=f"{objects}, {metrics.connectivity}-connected" if metrics.structure else None,
     )
 
 
@@ -213,6 +239,43 @@ def train_in_subprocesses(
         )
 
 
+def evaluation_copy(results_dir: Path, run_name: str, split: str = "test") -> Path:
+    """Where a run's evaluation on the held-out split is kept with the results: ``runs/<run>.eval-<split>.json``."""
+    return results_dir / "runs" / f"{run_name}.eval-{split}.json"
+
+
+def evaluate_grid(configs: list[Config], results_dir: Path, progress: bool) -> None:
+    """Score every run's final model on the test split, with the thresholds and Platt parameters chosen on
+    its validation split (seg.run_evaluation), and keep the result beside the summary. Runs already
+    evaluated are skipped; a run whose directory is gone (a fresh checkout) cannot be evaluated and is named."""
+    from seg.files import write_text_atomic
+    from seg.run_evaluation import evaluate_run
+    from seg.run_files import run_directory
+
+    missing = []
+    for index, cfg in enumerate(configs, 1):
+        target = evaluation_copy(results_dir, cfg.run.name)
+        run_dir = run_directory(cfg)
+        last = run_dir / "checkpoints" / f"{EVALUATED_CHECKPOINT}.pt"
+        if target.is_file():
+            continue
+        if not last.is_file():
+            missing.append(cfg.run.name)
+            continue
+        source = run_dir / f"eval-test-{EVALUATED_CHECKPOINT}.json"
+        if not source.is_file() or source.stat().st_mtime < last.stat().st_mtime:
+            print(f"[{index}/{len(configs)}] {cfg.run.name}: test split, thresholds chosen on val", flush=True)
+            evaluate_run(run_dir, "test", overlays=4, progress=progress, which=EVALUATED_CHECKPOINT)
+        EvalResult.read(source)  # a readable record, or a ConfigError naming it
+        write_text_atomic(target, source.read_text())
+    if missing:
+        print(
+            f"{len(missing)} run(s) have no {EVALUATED_CHECKPOINT}.pt to evaluate on test "
+            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); their test scores are left out",
+            flush=True,
+        )
+
+
 def run_experiment(
     experiment: Experiment,
     profile: str = "quick",
@@ -235,4 +298,6 @@ def run_experiment(
         train_in_process(configs, results_dir, manifest, progress)
     else:
         train_in_subprocesses(experiment, runs, configs, results_dir, manifest, jobs)
+    if manifest.test is not None:
+        evaluate_grid(configs, results_dir, progress)
     return results_dir

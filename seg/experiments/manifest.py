@@ -31,6 +31,17 @@ class DataInfo(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class TestInfo(Record):
+    """``test``: the held-out test split every run's final model is scored on (choices made on validation)."""
+
+    split: str
+    source: str  # where it comes from, in words
+    num_images: int
+    checkpoint: str  # which checkpoint is scored: last (the fixed budget's final model)
+    objects: str | None = None  # what structure metrics score as objects, in words (with metrics.structure)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Budget(Record):
     """``budget``: what every run of the grid trains for, and on which model."""
 
@@ -91,6 +102,7 @@ class Manifest(Record):
     train_positive_fraction: dict[str, float]
     wandb: WandbInfo
     trained_with: dict[str, TrainedWith] | None = None
+    test: TestInfo | None = None  # absent without a labelled test split (and in older manifests)
     jobs: int | None = None  # older manifests: one record for the whole grid
     machine: str | None = None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from seg.experiments.aggregate import MACRO, find
 from seg.experiments.manifest import Budget, Manifest
+from seg.experiments.paired import ImageComparison, format_comparison
 from seg.experiments.plots import PLOTS
 from seg.outputs.tables import DASH, markdown_table, percent
 from seg.results import Provenance
@@ -44,6 +45,21 @@ def _weight(row: dict | None) -> str:
     return text if not row["sd"] or row["sd"] < 5e-4 * abs(row["mean"]) else f"{text} (sd {row['sd']:.2g})"
 
 
+def _images(row: dict | None) -> str:
+    """The paired statistics over images of a test row: bootstrap interval, Wilcoxon p (Holm)."""
+    if row is None or row.get("image_diff_mean") is None:
+        return DASH
+    comparison = ImageComparison(
+        n_images=row["images"],
+        mean_difference=row["image_diff_mean"],
+        ci_low=row["image_diff_ci_low"],
+        ci_high=row["image_diff_ci_high"],
+        p_value=row["image_p"],
+        p_holm=row["image_p_holm"],
+    )
+    return format_comparison(comparison)
+
+
 # ------------------------------------------------------------------ results.md
 
 
@@ -72,18 +88,26 @@ def results_markdown(manifest: Manifest, rows: list[dict], provenance: list[Prov
         "- **Reported epoch**: the last epoch of this fixed budget; no checkpoint or epoch is selected on "
         "validation (best.pt, chosen on validation Dice, is not used here).",
         "- **Thresholds**: 0.5; prior-corrected (logit threshold log q_eff per channel, q_eff the effective "
-        "pos_weight); tuned per channel on the validation images it is scored on: tuned on val (optimistic).",
+        "pos_weight); tuned per channel on validation. "
+        + (
+            "On the test split the thresholds (and Platt scaling) chosen on validation are applied unchanged; "
+            "the validation tables score them on the images they were tuned on: tuned on val (optimistic)."
+            if manifest.test is not None
+            else "No labelled test split: tuned is scored on the images it was tuned on: tuned on val (optimistic)."
+        ),
         "- **Intervals**: mean ± half-width of the 95% Student t interval over seeds, "
         "t_{0.975, n-1} · sd / √n (sd with n-1, scipy.stats.t). Differences from "
         f"`{reference}` are paired by seed: the mean of the per-seed differences with the same t interval on "
         "those differences; **bold** where the interval excludes 0. An interval that contains 0 means no "
         f"difference is detectable with {n_seeds} seeds. (n=k) marks cells where only k runs had a value "
         "(a score is undefined, under the empty policy, when a channel is empty in truth and prediction).",
+        *_test_bullets(manifest, reference),
         f"- **Regenerate**: `{manifest.command}` (trains what is missing, resumes, skips finished runs); "
         f"from the committed per-run summaries in `runs/` alone: `{manifest.aggregate_command}`.",
         f"- **Provenance**: {provenance_text(provenance)}",
         "",
     ]
+    lines += _test_tables(manifest, rows, strategies, reference, n_seeds)
     lines += _macro_tables(manifest, rows, strategies, reference, n_seeds)
     if len(channels) > 1:
         head = ["strategy"] + [f"{c} ({percent(fractions.get(c))})" for c in channels]
@@ -120,6 +144,115 @@ def results_markdown(manifest: Manifest, rows: list[dict], provenance: list[Prov
         lines += [f"![Dice against channel frequency]({base}/{PLOTS['dice_vs_frequency']})", ""]
     lines += ["Every number, per channel and for IoU too, is in `results.csv` beside this file."]
     return "\n".join(lines) + "\n"
+
+
+def _test_bullets(manifest: Manifest, reference: str | None) -> list[str]:
+    test = manifest.test
+    if test is None:
+        return []
+    return [
+        f"- **Test split**: {test.num_images} labelled images, {test.source}, never used for training, thresholds or "
+        f"calibration. Every run's final model ({test.checkpoint}.pt) is scored on it with the tuned thresholds "
+        "and the Platt scaling sigmoid(a·logit + b) chosen on its validation split (`runs/<run>.eval-test.json` "
+        "records the split, number of images and stems hash of both). Test numbers are the headline; "
+        "validation numbers (the last epoch's validation pass) follow.",
+        f"- **Statistics over images** (test): per image, the score is averaged over seeds; the difference from "
+        f"`{reference}` is then paired by image: mean [95% paired bootstrap interval, 10,000 resamples], "
+        "p of the Wilcoxon signed-rank test over images (two-sided) and its Holm adjustment over the strategies; "
+        '**bold** where Holm p < 0.05. Read the seed interval for "would another training run of this '
+        'strategy differ?" (it carries training noise, but 3 seeds give a wide interval); read the image '
+        'statistics for "on images like these, does this strategy\'s model score differently?" (more images '
+        "give power, but the seeds' training noise is averaged, not tested).",
+    ]
+
+
+def _structure_keys(rows: list[dict], split: str) -> list[str]:
+    return [k for k in ("v_rand", "v_info", "ap") if any(r["quantity"] == k and r["split"] == split for r in rows)]
+
+
+def _test_tables(
+    manifest: Manifest, rows: list[dict], strategies: list[str], reference: str | None, n_seeds: int
+) -> list[str]:
+    """The headline: the held-out test split, choices made on validation."""
+    if manifest.test is None or not any(r.get("split") == "test" for r in rows):
+        return []
+
+    def mean(s: str, quantity: str, variant: str, digits: int = 3) -> str:
+        return _mean(find(rows, s, quantity, variant, MACRO, "test"), digits, n_seeds)
+
+    n = manifest.test.num_images
+    lines = [f"#### Test split ({n} images): macro scores, thresholds and calibration chosen on validation", ""]
+    head = [
+        "strategy",
+        "Dice @0.5",
+        "Dice @prior-corrected",
+        "Dice @tuned (val-chosen)",
+        "IoU @tuned",
+        "ECE raw",
+        "ECE prior-corrected",
+        "ECE Platt",
+        "Brier raw",
+        "Brier Platt",
+    ]
+    body = [
+        [
+            s,
+            mean(s, "dice", "0.5"),
+            mean(s, "dice", "prior_corrected"),
+            mean(s, "dice", "tuned"),
+            mean(s, "iou", "tuned"),
+            mean(s, "ece", "raw"),
+            mean(s, "ece", "prior_corrected"),
+            mean(s, "ece", "platt"),
+            mean(s, "brier", "raw"),
+            mean(s, "brier", "platt"),
+        ]
+        for s in strategies
+    ]
+    lines += markdown_table(head, body) + [""]
+    structure = _structure_keys(rows, "test")
+    names = {"v_rand": "V_rand", "v_info": "V_info", "ap": "AP 0.5:0.95"}
+    if structure:
+        lines += [
+            f"#### Test split: structure of the objects, mean over images (objects: {manifest.test.objects})",
+            "",
+        ]
+        head = ["strategy"]
+        head += [f"{names[k]} @{p}" for k in structure for p in ("0.5", "tuned")]
+        head += ["merges / image @tuned", "splits / image @tuned"]
+        body = [
+            [s]
+            + [mean(s, k, p) for k in structure for p in ("0.5", "tuned")]
+            + [mean(s, "merges", "tuned", 1), mean(s, "splits", "tuned", 1)]
+            for s in strategies
+        ]
+        lines += markdown_table(head, body) + [""]
+        lines += [
+            "V_rand and V_info: the ISBI 2012 challenge's foreground-restricted Rand and information-theoretic "
+            "scores of the regions the prediction encloses, per image at the policy's threshold, unthinned (the "
+            "challenge reports the best over thresholds after thinning). AP: object-level average precision "
+            "over IoU thresholds 0.5:0.05:0.95 (matches at IoU > t, one to one).",
+            "",
+        ]
+    if reference in strategies:
+        lines += [f"#### Test split: differences from `{reference}`, by seed and by image", ""]
+        quantities = [("dice", "tuned", "ΔDice @tuned"), ("dice", "0.5", "ΔDice @0.5")]
+        quantities += [(k, "tuned", f"Δ{names[k]} @tuned") for k in structure]
+        head = ["strategy"]
+        for _, _, label in quantities:
+            head += [f"{label} (seeds)", f"{label} (images)"]
+        body = []
+        for s in strategies:
+            if s == reference:
+                continue
+            cells = [s]
+            for quantity, policy, _ in quantities:
+                row = find(rows, s, quantity, policy, MACRO, "test")
+                cells += [_difference(row), _images(row)]
+            body.append(cells)
+        lines += markdown_table(head, body) + [""]
+    lines += ["The validation tables below come from the runs' summaries (the last epoch's validation).", ""]
+    return lines
 
 
 def provenance_text(records: list[Provenance | None]) -> str:

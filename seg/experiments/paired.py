@@ -225,7 +225,8 @@ def format_comparison(c: ImageComparison, digits: int = 3) -> str:
     if c.ci_low is not None and c.ci_high is not None:
         text += f" [{_signed(c.ci_low, digits)}, {_signed(c.ci_high, digits)}]"
     if c.p_value is not None:
-        text += f", p={_p(c.p_value, digits)}"
+        p = _p(c.p_value, digits)
+        text += f", p{p}" if p.startswith("<") else f", p={p}"
         if c.p_holm is not None:
             text += f" (Holm {_p(c.p_holm, digits)})"
     if c.p_holm is not None and c.p_holm < SIGNIFICANCE:

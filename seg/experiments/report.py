@@ -19,9 +19,22 @@ from seg.experiments.aggregate import CSV_COLUMNS, aggregate, format_csv_value
 from seg.experiments.manifest import MANIFEST, Manifest
 from seg.experiments.markdown import results_markdown
 from seg.experiments.plots import write_comparison_plots
-from seg.results import RunSummary
+from seg.results import EvalResult, RunSummary
 
 # ------------------------------------------------------------------ a results folder
+
+
+def read_evaluations(results_dir: Path, manifest: Manifest) -> dict[str, dict[int, EvalResult]]:
+    """``evaluations[strategy][seed]``: each run's final model on the test split (``runs/<run>.eval-test.json``),
+    for the runs that have one."""
+    evaluations: dict[str, dict[int, EvalResult]] = {name: {} for name in manifest.strategies}
+    if manifest.test is None:
+        return evaluations
+    for run in manifest.runs:
+        path = results_dir / "runs" / f"{run.name}.eval-test.json"
+        if path.is_file():
+            evaluations[run.strategy][run.seed] = EvalResult.read(path)
+    return evaluations
 
 
 def read_results(results_dir: Path) -> tuple[Manifest, dict[str, dict[int, RunSummary]]]:
@@ -51,7 +64,8 @@ def aggregate_directory(results_dir: Path) -> list[dict]:
     manifest, runs = read_results(results_dir)
     classes, reference = manifest.classes, manifest.reference
     provenance = [runs[run.strategy][run.seed].provenance for run in manifest.runs]
-    rows = aggregate(runs, classes, reference)
+    evaluations = read_evaluations(results_dir, manifest)
+    rows = aggregate(runs, classes, reference, evaluations if any(evaluations.values()) else None)
     (results_dir / "results.md").write_text(results_markdown(manifest, rows, provenance))
     write_csv(rows, results_dir / "results.csv")
     fractions, title = manifest.train_positive_fraction, manifest.title_text
