@@ -93,7 +93,8 @@ def results_markdown(manifest: Manifest, rows: list[dict], provenance: list[Prov
             "On the test split the thresholds (and Platt scaling) chosen on validation are applied unchanged; "
             "the validation tables score them on the images they were tuned on: tuned on val (optimistic)."
             if manifest.test is not None
-            else "No labelled test split: tuned is scored on the images it was tuned on: tuned on val (optimistic)."
+            else "No held-out test split was scored in this grid: tuned is scored on the images it was tuned on: "
+            "tuned on val (optimistic)."
         ),
         "- **Intervals**: mean ± half-width of the 95% Student t interval over seeds, "
         "t_{0.975, n-1} · sd / √n (sd with n-1, scipy.stats.t). Differences from "
