@@ -199,6 +199,11 @@ def epoch_row(
         row[f"val/iou/{name}"] = val["per_channel"][name]["iou"]
     for policy, block in val.get("by_threshold", {}).items():
         row[f"val/{policy}/dice"] = block["dice"]
+    structure = val.get("structure")  # the last epoch, with metrics.structure: the scores in [0, 1]
+    for policy, block in (structure or {}).get("by_threshold", {}).items():
+        for key in ("v_rand", "v_info", "ap"):
+            if key in block["mean"]:
+                row[f"val/{policy}/{key}"] = block["mean"][key]
     for name, q in zip(class_names, effective, strict=False):
         row[f"weights/effective_pos_weight/{name}"] = q
     row.update({"weights/mean_applied_weight": mean_weight, "lr": lr, "time/epoch_s": seconds})

@@ -156,7 +156,9 @@ def test_nested_evaluation_scores_test_with_choices_made_on_val(tmp_path, monkey
         assert set(record["per_image"]["tuned"]) == set(config["data"]["test_stems"])
         assert not set(config["data"]["test_stems"]) & set(config["data"]["val_stems"])
         assert set(record["metrics"]["structure"]["by_threshold"]) == {"0.5", "prior_corrected", "tuned"}
-        assert "v_rand" in summary["val"]["structure"]["by_threshold"]["tuned"]["mean"]  # the last epoch's too
+        structure = summary["val"]["structure"]["by_threshold"]["tuned"]["mean"]  # the last epoch's too
+        last_row = json.loads((runs_dir / name / "metrics.jsonl").read_text().splitlines()[-1])
+        assert last_row["val/tuned/v_rand"] == structure["v_rand"] and "val/tuned/v_info" in last_row
 
     aggregate_directory(results_dir)
     markdown = (results_dir / "results.md").read_text()

@@ -72,6 +72,7 @@ def results_markdown(manifest: Manifest, rows: list[dict], provenance: list[Prov
     channels, fractions = manifest.classes, manifest.train_positive_fraction
     reference, n_seeds = manifest.reference, len(seeds)
     data = manifest.data
+    tested = manifest.test is not None and any(r.get("split") == "test" for r in rows)  # test scores exist
     lines = [
         f"### {manifest.title_text}: `{manifest.experiment}`, profile `{manifest.profile}`",
         "",
@@ -92,7 +93,7 @@ def results_markdown(manifest: Manifest, rows: list[dict], provenance: list[Prov
         + (
             "On the test split the thresholds (and Platt scaling) chosen on validation are applied unchanged; "
             "the validation tables score them on the images they were tuned on: tuned on val (optimistic)."
-            if manifest.test is not None
+            if tested
             else "No held-out test split was scored in this grid: tuned is scored on the images it was tuned on: "
             "tuned on val (optimistic)."
         ),
@@ -102,7 +103,7 @@ def results_markdown(manifest: Manifest, rows: list[dict], provenance: list[Prov
         "those differences; **bold** where the interval excludes 0. An interval that contains 0 means no "
         f"difference is detectable with {n_seeds} seeds. (n=k) marks cells where only k runs had a value "
         "(a score is undefined, under the empty policy, when a channel is empty in truth and prediction).",
-        *_test_bullets(manifest, reference),
+        *(_test_bullets(manifest, reference) if tested else []),
         f"- **Regenerate**: `{manifest.command}` (trains what is missing, resumes, skips finished runs); "
         f"from the committed per-run summaries in `runs/` alone: `{manifest.aggregate_command}`.",
         f"- **Provenance**: {provenance_text(provenance)}",
