@@ -250,5 +250,9 @@ def _log_to_wandb(
         for m in ("dice", "iou")
     }
     headline.update({f"eval/{split}/dice": metrics["dice"], f"eval/{split}/iou": metrics["iou"]})
+    for policy, block in (metrics.get("structure") or {}).get("by_threshold", {}).items():
+        headline.update({f"eval/{split}/{policy}/{k}": v for k, v in block["mean"].items() if v is not None})
+    for variant, value in (metrics["ece"].get("brier_mean") or {}).items():
+        headline[f"eval/{split}/brier/{variant}"] = value
     tracker.summary({k: v for k, v in headline.items() if v is not None and not math.isnan(v)})
     tracker.finish()

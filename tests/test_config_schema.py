@@ -42,3 +42,17 @@ def test_metrics_threshold_refuses_other_names_and_reads_a_number_as_0_5():
     with pytest.raises(ConfigError, match="metrics.threshold': must be one of 0.5, prior_corrected, tuned, got 'best'"):
         load_config(BASE_CONFIG, ["metrics.threshold=best"])
     assert load_config(BASE_CONFIG, ["metrics.threshold=0.5"]).metrics.threshold == "0.5"
+
+
+def test_structure_keys_match_the_scoring_names():
+    """The schema cannot import seg.scoring; its Literals must name exactly what the structure module computes."""
+    import typing
+
+    from seg.config.schema import MetricsConfig
+    from seg.scoring.structure import CONNECTIVITIES, OBJECTS_FROM, STRUCTURE_METRICS
+
+    fields = MetricsConfig.model_fields
+    (item,) = typing.get_args(fields["structure"].annotation)
+    assert typing.get_args(item) == STRUCTURE_METRICS
+    assert typing.get_args(fields["objects_from"].annotation) == OBJECTS_FROM
+    assert typing.get_args(fields["connectivity"].annotation) == CONNECTIVITIES
