@@ -37,9 +37,9 @@ class RunData:
 
 def needs_instance_files(cfg: Config) -> bool:
     """Whether the samples need their ``instances/`` files: for the strategy (border_map from instance
-    labels) or for structure metrics of instance objects (instance masks hold their own labels)."""
+    labels) or for structure metrics of instance objects."""
     metrics = cfg.metrics
-    scored = bool(metrics.structure) and metrics.objects_from == "instance" and cfg.data.mask_format != "instance"
+    scored = bool(metrics.structure) and metrics.objects_from == "instance"
     return scored or strategy_for(cfg.loss).needs_instances(cfg.loss)
 
 
@@ -53,8 +53,8 @@ def structure_settings(cfg: Config, samples: list[Sample]) -> StructureSettings 
     if metrics.objects_from == "instance":
 
         def reader(index: int) -> np.ndarray:
-            sample = samples[index]
-            source = sample.instances or sample.masks[0]  # instance masks are their own labels
+            source = samples[index].instances
+            assert source is not None  # needs_instance_files: find_splits paired every image with its labels
             return decode_instances(read_raw(source, palette_indices=True), source)
 
     return StructureSettings(tuple(metrics.structure), metrics.objects_from, metrics.connectivity, reader)

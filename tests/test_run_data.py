@@ -230,3 +230,34 @@ def test_palette_instance_labels_decode_as_indices(tmp_path):
     path = palette_png(tmp_path / "i.png", np.array([[0, 3], [7, 3]], np.uint8), [0, 0, 0] + [120, 40, 220] * 7)
     labels = decode_instances(read_raw(path, palette_indices=True), path)
     np.testing.assert_array_equal(labels, [[0, 3], [7, 3]])
+
+
+# ------------------------------------------------------------------ structure metrics of instance objects
+
+
+def test_instance_objects_are_read_for_structure_metrics(tmp_path):
+    """metrics.objects_from: instance pairs every image with its instances/ labels (train, val and test) and
+    reads them by dataset index; without instances/ the run is refused naming the folder."""
+    from seg.run_data import data_splits, needs_instance_files, structure_settings
+
+    root = binary_dataset(tmp_path / "data", count=6)
+    labels = {}
+    for i in range(6):
+        label = np.zeros((40, 40), np.uint16)
+        label[2:8, 2:8], label[20:30, 20:30] = 7, 300 + i  # 16-bit labels
+        labels[f"img{i}"] = label
+    config = binary_config(tmp_path, root, "[255]")
+    overrides = ["metrics.structure=[object_ap]", "metrics.objects_from=instance", "data.test_fraction=0.34"]
+    with pytest.raises(DataError, match=r"instances: folder not found"):
+        prepare_data(load_config(config, overrides), progress=False)
+    for stem, label in labels.items():
+        write_png(root / "instances" / f"{stem}.png", label)
+    cfg = load_config(config, overrides)
+    assert needs_instance_files(cfg) and not needs_instance_files(load_config(config))
+    splits = data_splits(cfg, needs_instance_files(cfg))
+    assert len(splits.test) == 2 and all(s.instances is not None for s in splits.train + splits.val + splits.test)
+    settings = structure_settings(cfg, splits.test)
+    assert settings is not None and settings.metrics == ("object_ap",) and settings.objects_from == "instance"
+    assert settings.instances is not None
+    np.testing.assert_array_equal(settings.instances(1), labels[splits.test[1].stem])
+    assert structure_settings(load_config(config), splits.test) is None  # metrics.structure empty: nothing kept
