@@ -388,3 +388,15 @@ def test_mean_structure():
     means = mean_structure([{"ap": 0.5, "v_rand": nan, "x": nan}, {"ap": 1.0, "v_rand": 0.25, "x": nan}])
     assert means == {"ap": 0.75, "v_rand": 0.25, "x": None}
     assert mean_structure([]) == {}
+
+
+def test_object_ap_of_cells_compares_regions_without_their_membrane():
+    """Two 10x10 cells of a 10x22 image separated by a 2-pixel membrane, predicted exactly: the true cells
+    exclude the membrane, so the predicted cells must too (expanded, each would take a membrane column and
+    its IoU would drop to 100/110); V_rand scores the expanded partition and is 1 as well."""
+    truth = np.zeros((10, 22), bool)
+    truth[:, 10:12] = True  # membrane: the positive class
+    scores = image_structure(truth, truth.copy(), None, ["rand", "object_ap"], "negative")
+    assert scores["ap"] == 1.0 and scores["v_rand"] == 1.0
+    expanded = predicted_objects(truth, None, "negative")
+    assert object_scores(truth_objects(truth, None, "negative"), expanded)["ap"] < 1.0

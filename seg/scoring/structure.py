@@ -104,7 +104,7 @@ def truth_objects(
 
 
 def predicted_objects(
-    pred: np.ndarray, valid: np.ndarray | None, objects_from: str, connectivity: int = 4
+    pred: np.ndarray, valid: np.ndarray | None, objects_from: str, connectivity: int = 4, expand: bool = True
 ) -> np.ndarray:
     """int32 label image [H,W] of the objects of a binary prediction (0 = no object).
 
@@ -116,6 +116,8 @@ def predicted_objects(
       the image), so the prediction is a full partition of the image, as the ISBI 2012 challenge scores it.
       The boundary is not thinned first (the challenge's script thins it), so thick predicted boundaries
       are split between the cells on either side. If nothing is predicted negative every pixel gets 0.
+      With ``expand=False`` the regions are left as they are (boundary pixels 0): the objects compared
+      with the true cells, which exclude the membrane too, by object AP.
 
     Invalid pixels get 0 at the end.
     """
@@ -125,7 +127,7 @@ def predicted_objects(
     if objects_from != "negative":
         return components(pred & keep, connectivity)
     cells = components(~pred & keep, connectivity)
-    if cells.any():
+    if cells.any() and expand:
         cells = expand_labels(cells, distance=sum(cells.shape) + 1)
     return np.where(keep, cells, 0).astype(np.int32)
 
@@ -349,7 +351,10 @@ def image_structure(
     ``rand`` -> v_rand, v_rand_split, v_rand_merge; ``vi`` -> v_info, v_info_split, v_info_merge
     (:func:`rand_vi`); ``object_ap`` -> ap, ap50, precision50, recall50, f1_50, merges, splits,
     objects_true, objects_pred (:func:`object_scores`). Objects from :func:`truth_objects` and
-    :func:`predicted_objects`. Unknown metric or objects_from -> ValueError.
+    :func:`predicted_objects`: for ``negative``, V_rand and V_info score the prediction as a partition
+    (boundary pixels given to the nearest cell; the truth's boundary is ignored), object AP compares the
+    predicted regions as they are with the true cells (both without boundary pixels). Unknown metric or
+    objects_from -> ValueError.
     """
     for name in metrics:
         _check_choice(name, STRUCTURE_METRICS, "metric")
@@ -366,7 +371,9 @@ def image_structure(
         for name, keys in (("rand", RAND_KEYS), ("vi", VI_KEYS)):
             if name in metrics:
                 result.update({key: float(scores[key]) for key in keys})
-    if "object_ap" in metrics:
+    if "object_ap" in metrics:  # objects as the truth's: regions of the negative class are not expanded
+        if objects_from == "negative":
+            pred_labels = predicted_objects(pred, valid, objects_from, connectivity, expand=False)
         result.update({key: float(value) for key, value in object_scores(truth_labels, pred_labels).items()})
     return result
 
