@@ -13,7 +13,9 @@ from seg.errors import ConfigError
 from seg.results import EvalResult, RunSummary, Scores
 from seg.run_evaluation import evaluate_run
 
-COMMITTED = sorted((REPO / "experiments" / "results").glob("*/runs/*.json"))
+RECORDS = sorted((REPO / "experiments" / "results").glob("*/runs/*.json"))
+COMMITTED = [p for p in RECORDS if ".eval-" not in p.name]  # summaries
+EVALUATIONS = [p for p in RECORDS if ".eval-" in p.name]  # runs/<run>.eval-test.json
 
 
 def same_json(record, data) -> None:
@@ -32,6 +34,15 @@ def test_committed_run_summaries_round_trip(path):
     assert (summary.lr_schedule is None) == ("lr_schedule" not in data) and summary.provenance is not None
     assert set(summary.val.by_threshold) == {"0.5", "prior_corrected", "tuned"}
     assert summary.val.by_threshold["tuned"].note and summary.val.note is None
+
+
+@pytest.mark.parametrize("path", EVALUATIONS, ids=[p.stem for p in EVALUATIONS])
+def test_committed_evaluations_round_trip(path):
+    """The comparison's test-split evaluations load and come back byte for byte; thresholds came from val."""
+    record = EvalResult.read(path)
+    assert json.dumps(record.to_dict(), indent=2).encode() == path.read_bytes().removesuffix(b"\n")
+    assert record.split == "test" and record.chosen_on is not None and record.chosen_on.split == "val"
+    assert record.metrics.by_threshold["tuned"].thresholds == record.chosen_on.thresholds
 
 
 @pytest.fixture(scope="module")
