@@ -51,6 +51,7 @@ from seg.training import resolve_device
 
 SPLITS = ("val", "test")
 CHECKPOINTS = ("best", "last")
+COUNTS = ("merges", "splits", "objects_true", "objects_pred")  # structure values not in [0, 1]: the JSON block only
 
 
 def load_run(run_dir: Path, which: str = "best", device: torch.device | str = "cpu") -> tuple[Config, dict]:
@@ -251,7 +252,8 @@ def _log_to_wandb(
     }
     headline.update({f"eval/{split}/dice": metrics["dice"], f"eval/{split}/iou": metrics["iou"]})
     for policy, block in (metrics.get("structure") or {}).get("by_threshold", {}).items():
-        headline.update({f"eval/{split}/{policy}/{k}": v for k, v in block["mean"].items() if v is not None})
+        scores = {k: v for k, v in block["mean"].items() if k not in COUNTS and v is not None}  # in [0, 1] only
+        headline.update({f"eval/{split}/{policy}/{k}": v for k, v in scores.items()})
     for variant, value in (metrics["ece"].get("brier_mean") or {}).items():
         headline[f"eval/{split}/brier/{variant}"] = value
     tracker.summary({k: v for k, v in headline.items() if v is not None and not math.isnan(v)})
