@@ -164,7 +164,8 @@ def _test_bullets(manifest: Manifest, reference: str | None) -> list[str]:
         '**bold** where Holm p < 0.05. Read the seed interval for "would another training run of this '
         'strategy differ?" (it carries training noise, but 3 seeds give a wide interval); read the image '
         'statistics for "on images like these, does this strategy\'s model score differently?" (more images '
-        "give power, but the seeds' training noise is averaged, not tested).",
+        "give power, but the seeds' training noise is averaged, not tested, and the images are taken as "
+        "independent: neighbouring video frames or slices of one volume make these intervals too narrow).",
     ]
 
 
