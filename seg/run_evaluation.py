@@ -33,6 +33,7 @@ import torch
 from seg import checkpoint
 from seg.config import Config, ConfigError, mask_spec, read_run_config
 from seg.data.dataset import SegmentationDataset, pad_collate
+from seg.data.folders import Splits
 from seg.data.transforms import eval_transform
 from seg.engine import StepOptions, evaluate, overlay_examples
 from seg.errors import DataError
@@ -71,10 +72,10 @@ def stems_sha256(stems: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(stems)).encode()).hexdigest()
 
 
-def split_dataset(cfg: Config, split: str) -> tuple[SegmentationDataset, str]:
+def split_dataset(cfg: Config, split: str, splits: Splits | None = None) -> tuple[SegmentationDataset, str]:
     """The validation split recorded in the run's config, or the data's labelled test split; and where it
-    comes from, in words."""
-    splits = data_splits(cfg, needs_instance_files(cfg))
+    comes from, in words. ``splits``: the config's splits when already found (:func:`data_splits`)."""
+    splits = splits or data_splits(cfg, needs_instance_files(cfg))
     if split == "test":
         if not splits.test:
             raise DataError(
@@ -131,8 +132,9 @@ def evaluate_run(
     effective = list(saved.get("effective_pos_weight") or [1.0] * len(names))
     epoch = saved.get("epoch", (saved.get("state") or {}).get("epoch"))
 
-    dataset, source = split_dataset(cfg, split)  # a missing test split is refused before any work
-    val_set, _ = split_dataset(cfg, "val")
+    splits = data_splits(cfg, needs_instance_files(cfg))
+    dataset, source = split_dataset(cfg, split, splits)  # a missing test split is refused before any work
+    val_set, _ = split_dataset(cfg, "val", splits)
     chooser = Evaluator.from_config(
         cfg.metrics,
         len(names),

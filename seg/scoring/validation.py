@@ -216,6 +216,7 @@ class Evaluator:
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
         self.structure = StructureAccumulator(self.structure_settings) if self.structure_settings else None
         self.seen = 0
+        self.computed: tuple[dict[str, torch.Tensor], dict] | None = None  # per-image counts, structure (compute)
 
     @torch.no_grad()
     def update(
@@ -304,17 +305,20 @@ class Evaluator:
             "by_threshold": by_threshold,
             "ece": self._ece_block(class_names),
         }
+        structure_per_image: dict = {}
         if self.structure is not None:
-            block["structure"], self.structure_per_image = self.structure.compute(thresholds, class_names)
+            block["structure"], structure_per_image = self.structure.compute(thresholds, class_names)
+        self.computed = (counts, structure_per_image)
         return block
 
     def per_image(self, class_names: list[str], stems: list[str]) -> dict[str, dict[str, dict[str, float | None]]]:
         """{policy: {stem: {"dice", "iou" (macro over the image's channels, NaN left out), and the structure
         keys (mean over channels)}}}, for the paired statistics over images; ``stems`` by dataset index.
         Call after :meth:`compute`."""
-        counts, _ = self.collect()
+        if self.computed is None:
+            raise RuntimeError("Evaluator.per_image needs compute() first")
+        counts, structure = self.computed
         indices = self._gathered("index", (), torch.long).cpu().tolist()
-        structure = getattr(self, "structure_per_image", {})
         out: dict[str, dict[str, dict[str, float | None]]] = {}
         for policy in POLICIES:
             dice = dice_from_counts(counts[policy], self.empty).nanmean(dim=1)

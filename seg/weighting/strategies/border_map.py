@@ -69,7 +69,7 @@ class BorderMap(ClassMap):
 
         def sample_map(sample: Sample, target: np.ndarray, valid: np.ndarray) -> np.ndarray:
             source = sample.instances if border.instances_from == "instance" else sample.masks[0]
-            assert source is not None  # needs_instances: split_samples paired every mask with its instances
+            assert source is not None  # needs_instances: find_splits paired every mask with its instances
             return cache.get(source, params, lambda: compute(source, target, valid))
 
         return sample_map
