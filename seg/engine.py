@@ -18,7 +18,7 @@ from tqdm import tqdm
 from seg.data.dataset import SegmentationDataset, pad_collate
 from seg.data.reading import read_image
 from seg.errors import TrainingDiverged
-from seg.losses import WeightedBCELoss, WeightSums
+from seg.losses import Criterion, WeightSums
 from seg.scoring.metrics import confusion_counts, dice_score, to_float
 from seg.scoring.validation import Evaluator
 
@@ -67,7 +67,7 @@ def train_one_epoch(
     loader,
     optimizer: torch.optim.Optimizer,
     scheduler,
-    criterion: WeightedBCELoss,
+    criterion: Criterion,
     options: StepOptions,
     desc: str = "train",
 ) -> dict:

@@ -17,6 +17,7 @@ from seg.data.dataset import SegmentationDataset, check_image_sizes
 from seg.data.folders import Sample, Splits, find_splits
 from seg.data.formats import decode_instances
 from seg.data.reading import read_raw
+from seg.data.sampling import ForegroundSampler, rarest_first
 from seg.data.synthetic import ensure_synthetic
 from seg.data.transforms import eval_transform, train_transform
 from seg.scoring.structure_scores import StructureSettings
@@ -112,13 +113,19 @@ def build_datasets(
     """The training and validation datasets; the training items carry the strategy's per-sample map, if any
     (cached under ``cache_dir``)."""
     sample_map = strategy_for(cfg.loss).sample_map(cfg.loss, cache_dir)
+    d = cfg.data
+    foreground = None
+    if d.sampling == "foreground":
+        order = rarest_first(data.train_counts.positive_pixels)
+        foreground = ForegroundSampler(d.foreground_fraction, d.image_size, d.foreground_channel, order)
     train = SegmentationDataset(
         data.train_samples,
         data.spec,
-        train_transform(cfg.data.image_size),
-        length=cfg.data.samples_per_epoch,
+        train_transform(d.image_size),
+        length=d.samples_per_epoch,
         seed=cfg.run.seed,
         sample_map=sample_map,
+        foreground=foreground,
     )
     val = SegmentationDataset(data.val_samples, data.spec, eval_transform())
     return train, val

@@ -12,7 +12,7 @@ import torch
 from seg.config import Config, ConfigError, config_diff, config_to_dict, expand_path, read_run_config
 from seg.errors import TrainingDiverged
 from seg.files import make_folder, strict, write_json_atomic
-from seg.losses import WeightedBCELoss
+from seg.losses import Criterion
 from seg.provenance import provenance
 from seg.results import RunSummary
 from seg.tracking import Tracker
@@ -56,7 +56,7 @@ def make_run_directory(run_dir: Path) -> None:
     make_folder(run_dir / "checkpoints", "run.out_dir")
 
 
-def load_criterion_state(criterion: WeightedBCELoss, saved: dict) -> None:
+def load_criterion_state(criterion: Criterion, saved: dict) -> None:
     """Load last.pt's ``criterion`` (the criterion's state_dict: the strategy's buffers) into ``criterion``.
 
     Compatibility: last.pt files written before the criterion was saved hold ``weighting_previous``
@@ -81,7 +81,7 @@ def open_tracker(cfg: Config, run_dir: Path, run_provenance: dict, strategy_name
 
 def build_summary(
     cfg: Config,
-    criterion: WeightedBCELoss,
+    criterion: Criterion,
     effective: list[float],
     train: dict,
     val: dict,

@@ -39,7 +39,7 @@ from seg.engine import (
     train_one_epoch,
 )
 from seg.files import json_text, write_text_atomic
-from seg.losses import WeightedBCELoss
+from seg.losses import Criterion
 from seg.models import build_model
 from seg.provenance import provenance
 from seg.run_data import RunData, build_datasets, prepare_data, structure_settings
@@ -74,7 +74,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_criterion(cfg: Config, data: RunData) -> tuple[WeightedBCELoss, dict]:
+def build_criterion(cfg: Config, data: RunData) -> tuple[Criterion, dict]:
     """The loss of the run, its strategy built from the training split's counts or from loss.stats_file;
     and where the counts came from (summary.json's stats_source, stats_sha256)."""
     counts = data.train_counts
@@ -84,7 +84,7 @@ def build_criterion(cfg: Config, data: RunData) -> tuple[WeightedBCELoss, dict]:
         stats = read_mask_stats(path, list(cfg.data.classes))
         counts, source = stats.counts, {"stats_source": str(path), "stats_sha256": stats.sha256}
     strategy = build_strategy(cfg.loss, counts, data.spec)
-    return WeightedBCELoss(strategy, cfg.loss.apply_as, cfg.loss.normalize), source
+    return Criterion(strategy, cfg.loss.apply_as, cfg.loss.normalize, cfg.loss.terms), source
 
 
 def _loader(dataset, batch_size: int, shuffle: bool, workers: int, seed: int):
@@ -168,7 +168,7 @@ def _train(
     cfg: Config,
     loaders: Loaders,
     model: torch.nn.Module,
-    criterion: WeightedBCELoss,
+    criterion: Criterion,
     stats_source: dict,
     device: torch.device,
     run_dir: Path,

@@ -351,7 +351,7 @@ CASES = [
                 )
             ),
         ],
-        "strategies may set loss.* keys only",
+        "strategies may set loss.* keys and",
     ),
     Case(
         "audit-workers-zero",

@@ -13,14 +13,14 @@ from seg.config.schema import LossConfig
 from seg.data.counts import MaskCounts
 from seg.engine import StepOptions, evaluate, train_one_epoch
 from seg.errors import TrainingDiverged
-from seg.losses import WeightedBCELoss
+from seg.losses import Criterion
 from seg.scoring.validation import Evaluator
 from seg.weighting.registry import build_strategy
 
 OPTIONS = StepOptions(torch.device("cpu"), channels_last=False, progress=False)
 
 
-def criterion(weighting: str) -> WeightedBCELoss:
+def criterion(weighting: str) -> Criterion:
     loss = LossConfig.model_validate(
         {
             "weighting": weighting,
@@ -34,7 +34,7 @@ def criterion(weighting: str) -> WeightedBCELoss:
         }
     )
     counts = MaskCounts(2, positive_pixels=np.array([20, 5]), valid_pixels=100, all_zero_pixels=78)
-    return WeightedBCELoss(build_strategy(loss, counts, MaskSpec("multilabel", ("a", "b"))))
+    return Criterion(build_strategy(loss, counts, MaskSpec("multilabel", ("a", "b"))))
 
 
 def batches(count: int = 3) -> list[dict]:

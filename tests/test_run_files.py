@@ -13,7 +13,7 @@ from conftest import REPO
 from seg.config import BASE_CONFIG, MaskSpec, load_config, save_config
 from seg.data.counts import MaskCounts
 from seg.errors import ConfigError, TrainingDiverged
-from seg.losses import WeightedBCELoss
+from seg.losses import Criterion
 from seg.run_files import (
     FAILED,
     check_resume,
@@ -121,7 +121,7 @@ def test_a_last_checkpoint_of_the_older_format_resumes_the_ema():
     loss = load_config(BASE_CONFIG, ["loss.weighting=per_batch", "loss.ema=0.9"]).loss
 
     def criterion():
-        return WeightedBCELoss(build_strategy(loss, strategy_counts, MaskSpec("binary", ("a",))))
+        return Criterion(build_strategy(loss, strategy_counts, MaskSpec("binary", ("a",))))
 
     def batch(positives):
         target = torch.zeros(1, 1, 2, 2)

@@ -111,6 +111,7 @@ _FLOAT_KEYS = {
     ("train", "weight_decay"),
     ("data", "val_fraction"),
     ("data", "test_fraction"),
+    ("data", "foreground_fraction"),
     ("loss", "ema"),
     ("loss", "border", "w0"),
     ("loss", "border", "sigma"),
@@ -126,6 +127,11 @@ def _ints_to_floats(raw: dict) -> dict:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict) and isinstance(node.get(path[-1]), int) and not isinstance(node[path[-1]], bool):
             node[path[-1]] = float(node[path[-1]])
+    terms = raw.get("loss", {}).get("terms") if isinstance(raw.get("loss"), dict) else None
+    for term in terms if isinstance(terms, list) else []:
+        for key in ("weight", "gamma", "alpha", "beta", "smooth"):
+            if isinstance(term, dict) and isinstance(term.get(key), int) and not isinstance(term[key], bool):
+                term[key] = float(term[key])
     clamp = raw.get("loss", {}).get("clamp") if isinstance(raw.get("loss"), dict) else None
     if isinstance(clamp, list):
         raw["loss"]["clamp"] = tuple(

@@ -13,6 +13,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 # The threshold policies of metrics.threshold (seg.scoring.policies describes them)
 POLICIES = ("0.5", "prior_corrected", "tuned")
 
+# The loss terms of loss.terms and the parameters each takes, with their defaults (seg.losses has the formulas)
+LOSS_TERMS: dict[str, dict[str, Any]] = {
+    "bce": {},
+    "focal": {"gamma": 2.0, "alpha": None},
+    "dice": {"form": "batch", "smooth": 1.0},
+    "tversky": {"alpha": 0.3, "beta": 0.7, "gamma": 1.0, "form": "batch", "smooth": 1.0},
+    "lovasz": {"form": "batch"},
+}
+WEIGHTED_TERMS = ("bce", "focal")  # the terms loss.weighting applies to
+
 # Ranges, checked when the config is loaded (before anything is created)
 Count = Annotated[int, Field(ge=0)]  # 0 allowed: workers, seeds, images to log
 Positive = Annotated[int, Field(ge=1)]  # epochs, batch size, steps, samples
@@ -59,6 +69,9 @@ class DataConfig(_Section):
     samples_per_epoch: Positive | None
     max_val_images: Positive | None
     synthetic: bool
+    sampling: Literal["uniform", "foreground"]
+    foreground_fraction: float
+    foreground_channel: Literal["uniform", "rarest"]
 
     @field_validator("image_size")
     @classmethod
@@ -72,6 +85,15 @@ class DataConfig(_Section):
     def _fraction(cls, value: float) -> float:
         if not 0.0 < value < 1.0:
             raise ValueError(f"must be between 0 and 1, got {value}")
+        return value
+
+    @field_validator("foreground_fraction")
+    @classmethod
+    def _probability(cls, value: float) -> float:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(
+                f"must be a probability in [0, 1] (the share of crops forced onto foreground), got {value}"
+            )
         return value
 
     @field_validator("test_fraction")
@@ -132,7 +154,41 @@ class BorderConfig(_Section):
     sigma: PositiveFloat
 
 
+class LossTerm(_Section):
+    """One term of loss.terms: its name, its weight in the sum and the parameters it takes (LOSS_TERMS)."""
+
+    name: Literal["bce", "focal", "dice", "tversky", "lovasz"]
+    weight: PositiveFloat = 1.0
+    gamma: NonNegativeFloat | None = None
+    alpha: NonNegativeFloat | None = None
+    beta: NonNegativeFloat | None = None
+    form: Literal["batch", "per_image"] | None = None
+    smooth: NonNegativeFloat | None = None
+
+    @model_validator(mode="after")
+    def _parameters(self) -> LossTerm:
+        takes = LOSS_TERMS[self.name]
+        given = [key for key in ("gamma", "alpha", "beta", "form", "smooth") if getattr(self, key) is not None]
+        wrong = [key for key in given if key not in takes]
+        if wrong:
+            accepted = ", ".join(takes) or "no parameter but weight"
+            raise ValueError(f"{self.name} takes {accepted}; {', '.join(wrong)} does not apply")
+        if self.name == "focal" and self.alpha is not None and not 0.0 < self.alpha < 1.0:
+            raise ValueError(
+                f"focal alpha must be in (0, 1) (the weight of positives; 1 - alpha on negatives), got {self.alpha}"
+            )
+        return self
+
+    def parameters(self) -> dict[str, Any]:
+        """The term's parameters, defaults filled in."""
+        return {
+            key: default if getattr(self, key) is None else getattr(self, key)
+            for key, default in LOSS_TERMS[self.name].items()
+        }
+
+
 class LossConfig(_Section):
+    terms: list[LossTerm] = Field(default_factory=lambda: [LossTerm(name="bce")])  # base.yaml sets it too
     weighting: Annotated[str, Field(min_length=1)]  # a strategy name: seg.weighting.registry checks it
     apply_as: Literal["pos_weight", "weight"]
     negatives: Literal["pixels", "all_zero"]
@@ -141,6 +197,16 @@ class LossConfig(_Section):
     stats_file: str | None
     ema: float | None
     border: BorderConfig
+
+    @field_validator("terms")
+    @classmethod
+    def _terms(cls, value: list[LossTerm]) -> list[LossTerm]:
+        names = [term.name for term in value]
+        if not names:
+            raise ValueError("must list at least one term, e.g. [{name: bce, weight: 1}]")
+        if len(set(names)) != len(names):
+            raise ValueError(f"lists a term twice: {names} (give one term its summed weight instead)")
+        return value
 
     @field_validator("clamp")
     @classmethod
@@ -212,6 +278,18 @@ class Config(_Section):
             raise ValueError(
                 "loss.negatives: all_zero applies to multilabel masks only "
                 f"(data.mask_format is {fmt}: every valid pixel belongs to some class); use pixels"
+            )
+        names = [term.name for term in loss.terms]
+        if loss.weighting != "none" and not set(names) & set(WEIGHTED_TERMS):
+            raise ValueError(
+                f"loss.weighting {loss.weighting} has no term to weight: loss.terms ({', '.join(names)}) has no "
+                "bce or focal term (dice, tversky and lovasz are unweighted); add one or set loss.weighting: none"
+            )
+        fixed_alpha = [term for term in loss.terms if term.name == "focal" and term.alpha is not None]
+        if fixed_alpha and loss.weighting != "none":
+            raise ValueError(
+                f"loss.terms: focal alpha {fixed_alpha[0].alpha} and loss.weighting {loss.weighting} both weight "
+                "positives; use one (alpha: null takes the weighting's weight as focal's alpha)"
             )
         if fmt in ("binary", "instance") and not self.data.positive_values:
             raise ValueError(f"data.positive_values must list the mask values of the positive class for {fmt} masks")

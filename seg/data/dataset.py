@@ -22,6 +22,7 @@ from seg.data.formats import load_mask
 from seg.errors import DataError
 from seg.config.specs import MaskSpec
 from seg.data.reading import read_image
+from seg.data.sampling import CropPlan, ForegroundSampler, positive_locations
 
 SampleMap = Callable[[Sample, np.ndarray, np.ndarray], np.ndarray]
 
@@ -53,6 +54,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
     the same augmentation (resumable, independent of worker count).
     sample_map: optional function (sample, target, valid) -> float32 [H,W] map,
     computed before augmentation (e.g. the border weight map) and augmented with the mask.
+    foreground: optional :class:`ForegroundSampler`; its forced crops are cut before the transform
+    (whose random crop of the same side then keeps them whole).
     """
 
     def __init__(
@@ -63,17 +66,29 @@ class SegmentationDataset(torch.utils.data.Dataset):
         length: int | None = None,
         seed: int = 0,
         sample_map: SampleMap | None = None,
+        foreground: ForegroundSampler | None = None,
     ) -> None:
         self.samples, self.spec, self.transform = samples, spec, transform
         self.length = length or len(samples)
         self.seed, self.epoch = seed, 0
         self.sample_map = sample_map
+        self.foreground = foreground
+        self._locations: dict[int, list[np.ndarray]] = {}  # per image: positive locations per channel
 
     def __len__(self) -> int:
         return self.length
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def crop_plan(self, index: int, target: np.ndarray, valid: np.ndarray) -> CropPlan:
+        """Where item ``index``'s crop goes this epoch, for its decoded ``target`` [H,W,C] and ``valid``."""
+        if self.foreground is None:
+            return CropPlan(forced=False)
+        image_index = index % len(self.samples)
+        if image_index not in self._locations:
+            self._locations[image_index] = positive_locations(target, valid, image_index)
+        return self.foreground.plan(self._locations[image_index], target.shape[:2], self.seed, self.epoch, index)
 
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index % len(self.samples)]
@@ -87,6 +102,12 @@ class SegmentationDataset(torch.utils.data.Dataset):
         extra = {"valid": valid.astype(np.uint8)}
         if self.sample_map is not None:
             extra["weight_map"] = self.sample_map(sample, target, valid).astype(np.float32)
+        plan = self.crop_plan(index, target, valid)
+        if plan.top is not None and plan.left is not None and self.foreground is not None:
+            rows = slice(plan.top, plan.top + self.foreground.crop)
+            cols = slice(plan.left, plan.left + self.foreground.crop)
+            image, target = image[rows, cols], target[rows, cols]
+            extra = {key: value[rows, cols] for key, value in extra.items()}
         self.transform.set_random_seed(self.seed * 1_000_003 + self.epoch * 10_007 + index)
         out = self.transform(image=image, mask=target, **extra)
         item = {

@@ -5,16 +5,19 @@ An experiment is data, not code::
     title: Weighting strategies on ISBI 2012     # (optional) results.md heading
     base: configs/isbi2012.yaml                  # the config every run starts from
     set: {loss.normalize: true}                  # overrides for every run (dotted or nested keys)
-    strategies:                                  # name -> loss.* overrides
+    strategies:                                  # name (an arm) -> loss.* and data.sampling overrides
       none: {loss.weighting: none}
       border_map: {loss.weighting: border_map, loss.apply_as: weight}
+      dice_bce: {loss.terms: [{name: dice}, {name: bce}]}
+      bce_oversampled: {data.sampling: foreground, data.foreground_fraction: 0.33}
     seeds: [0, 1, 2]                             # run.seed of each run
     reference: none                              # (optional, default none) paired differences against it
     profiles: {quick: {train.epochs: 20}, full: {...}}   # budgets
 
 Every strategy x seed is one training run, ``<experiment>-<profile>-<strategy>-s<seed>``
 under run.out_dir, all in the W&B group ``<experiment>``. Strategies may set ``loss.*``
-keys only, so the split (data.split_seed), the augmentation seeds (run.seed) and the
+keys and the foreground sampling (``data.sampling``, ``data.foreground_fraction``,
+``data.foreground_channel``) only, so the split (data.split_seed), the augmentation seeds (run.seed) and the
 budget are the same for every strategy. Running the grid is :mod:`seg.experiments.grid`.
 """
 
@@ -31,6 +34,7 @@ from seg.config import REPO_ROOT, Config, ConfigError, expand_path, load_config,
 from seg.weighting.registry import check_config
 
 RESULTS_ROOT = REPO_ROOT / "experiments" / "results"
+ARM_KEYS = ("loss.", "data.sampling", "data.foreground_fraction", "data.foreground_channel")  # what an arm may set
 EXPERIMENT_KEYS = {"title", "base", "set", "strategies", "seeds", "profiles", "reference"}
 OWNED_KEYS = ("run.name", "run.seed")  # set by the grid, per run
 _NAME = re.compile(r"[A-Za-z0-9_]+")
@@ -116,11 +120,12 @@ def load_experiment(path: str | Path) -> Experiment:
         if not _NAME.fullmatch(str(name)):
             raise ConfigError(f"{path}: strategy name {name!r}: use letters, digits and _ (it names runs and files)")
         parsed[str(name)] = flatten_overrides(overrides, f"{path}: strategy {name}")
-        outside = [override_key(o) for o in parsed[str(name)] if not override_key(o).startswith("loss.")]
+        outside = [override_key(o) for o in parsed[str(name)] if not override_key(o).startswith(ARM_KEYS)]
         if outside:
             raise ConfigError(
-                f"{path}: strategy {name} sets {', '.join(outside)}: strategies may set loss.* keys "
-                "only (the split, seeds and budget must be the same for every strategy)"
+                f"{path}: strategy {name} sets {', '.join(outside)}: strategies may set loss.* keys and "
+                "data.sampling, data.foreground_fraction, data.foreground_channel only (the split, seeds and "
+                "budget must be the same for every strategy)"
             )
     seeds = raw.get("seeds")
     if (

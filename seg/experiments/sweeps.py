@@ -36,7 +36,7 @@ def sweep_files(experiment: Experiment, profile: str = "full") -> dict[str, dict
         groups.setdefault(fixed, []).append(weighting[0])
     files = {}
     for fixed, weightings in groups.items():
-        label = ".".join(re.sub(r"[^A-Za-z0-9_]+", "_", o.removeprefix("loss.")) for o in fixed)
+        label = ".".join(re.sub(r"[^A-Za-z0-9_]+", "_", o.removeprefix("loss.")).strip("_") for o in fixed)
         parameters = {"loss.weighting": {"values": weightings}, "run.seed": {"values": list(experiment.seeds)}}
         for text in (
             *experiment.common,

@@ -4,7 +4,7 @@ This module is the one reader of ``loss.weighting`` (:func:`strategy_for`). The 
 live one per module in :mod:`seg.weighting.strategies`, imported on the first look-up: adding a
 strategy is adding a module there (and its tests). A strategy is an ``nn.Module`` built from the
 training split's counts (:class:`seg.data.counts.MaskCounts`); its tensors are buffers, so they
-follow ``.to(device)`` and ``state_dict()`` inside the criterion (:class:`seg.losses.WeightedBCELoss`).
+follow ``.to(device)`` and ``state_dict()`` inside the criterion (:class:`seg.losses.Criterion`).
 What a strategy owns:
 
 - ``check_config(loss, mask_format)``: its config checks (raise ValueError with the message);

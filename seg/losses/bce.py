@@ -1,4 +1,4 @@
-"""Weighted binary cross-entropy with logits: apply_as, ignore mask, normalisation.
+"""Weighted binary cross-entropy with logits (and its focal form): apply_as, ignore mask, normalisation.
 
 Per element, with logit x, target y in [0,1], weight w (scalar, (C,1,1) or a map):
 
@@ -11,25 +11,24 @@ Reduction over valid elements (``valid`` False = ignored, contributes nothing):
 - ``normalize=False``: sum(l) / count  (PyTorch's 'mean': weighting changes the loss scale);
 - ``normalize=True``:  sum(l) / sum(a) (every strategy at the same loss scale).
 
+Focal loss (Lin et al. 2017) is the same with ``gamma > 0``: l is multiplied by (1 - p_t)^gamma,
+p_t = p*y + (1-p)*(1-y) (torchvision's ``sigmoid_focal_loss`` form, which also covers soft labels);
+its alpha is a weight as above. The normalisation divides by the applied weights, not by the
+modulating factors.
+
 Besides the loss, :func:`weighted_bce` returns the sums needed for the effective
 pos_weight (mean weight on positives / mean weight on negatives) and the mean
-applied weight, as tensors, without host synchronisation. :class:`WeightedBCELoss` is the
-criterion of a run: a weighting strategy (a submodule, its tensors buffers) and this function.
+applied weight, as tensors, without host synchronisation.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from seg.weighting.formulas import check_channel_weight
-
-if TYPE_CHECKING:
-    from seg.weighting.registry import Strategy
 
 APPLY_AS = ("pos_weight", "weight")
 
@@ -73,8 +72,9 @@ def weighted_bce(
     weight: torch.Tensor | None = None,
     apply_as: str = "pos_weight",
     normalize: bool = False,
+    gamma: float = 0.0,
 ) -> tuple[torch.Tensor, WeightSums]:
-    """Weighted BCE over [B,C,H,W] logits; returns (loss (), WeightSums).
+    """Weighted BCE over [B,C,H,W] logits (focal loss when ``gamma > 0``); returns (loss (), WeightSums).
 
     weight: None, a 0-d scalar, a (C,1,1) per-channel weight or a [B,1|C,H,W] map
     (validated: a (C,) tensor is refused). valid: [B,1,H,W] bool or None.
@@ -93,6 +93,10 @@ def weighted_bce(
     else:
         elementwise = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="none")
         pos_w = neg_w = weight
+    if gamma:
+        probs = torch.sigmoid(logits)
+        p_t = probs * target + (1.0 - probs) * (1.0 - target)
+        elementwise = elementwise * (1.0 - p_t).clamp(min=0.0) ** gamma
     elementwise = elementwise * mask
     pos_share, neg_share = target * mask, (1.0 - target) * mask
     dims = (0, 2, 3)
@@ -108,27 +112,3 @@ def weighted_bce(
     else:
         denominator = mask.sum() * logits.shape[1]
     return total / denominator.to(total.dtype).clamp(min=1e-12), sums
-
-
-class WeightedBCELoss(nn.Module):
-    """The training criterion: ``strategy.batch_weight(batch)`` then :func:`weighted_bce`.
-
-    The strategy is a submodule: its tensors (fixed weights, class weights, the per_batch EMA
-    state) are buffers, so they follow ``.to(device)`` and ``state_dict()`` (what a checkpoint
-    saves and a resumed run loads back).
-    """
-
-    def __init__(self, strategy: Strategy, apply_as: str = "pos_weight", normalize: bool = False) -> None:
-        super().__init__()
-        if apply_as not in APPLY_AS:
-            raise ValueError(f"apply_as must be one of {APPLY_AS}, got {apply_as!r}")
-        self.strategy = strategy
-        self.apply_as = apply_as
-        self.normalize = normalize
-
-    def forward(self, logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, WeightSums, torch.Tensor | None]:
-        """(loss (), WeightSums, the weight applied) for [B,C,H,W] logits and a batch with
-        ``target`` [B,C,H,W], ``valid`` [B,1,H,W] and whatever the strategy reads (``weight_map``)."""
-        weight = self.strategy.batch_weight(batch)
-        loss, sums = weighted_bce(logits, batch["target"], batch["valid"], weight, self.apply_as, self.normalize)
-        return loss, sums, weight

@@ -1,5 +1,6 @@
-"""Tests for seg/losses.py: weighted BCE against an independent plain-PyTorch formula; the repetition
-identity; normalisation; the criterion module (its strategy's buffers follow .to and state_dict)."""
+"""Tests for seg/losses/bce.py and seg/losses/criterion.py: weighted BCE against an independent plain-PyTorch
+formula; the repetition identity; normalisation; the criterion module (its strategy's buffers follow .to and
+state_dict)."""
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import torch
 from seg.config import MaskSpec
 from seg.config.schema import LossConfig
 from seg.data.counts import MaskCounts
-from seg.losses import WeightedBCELoss, weighted_bce
+from seg.losses import Criterion, weighted_bce
 from seg.weighting.registry import build_strategy
 
 
@@ -141,7 +142,7 @@ def test_one_dimensional_channel_weight_is_refused_even_when_c_equals_w():
 
 
 def criterion(weighting, apply_as="pos_weight", normalize=False, ema=None):
-    """WeightedBCELoss with a strategy built from made-up counts of 3 multilabel channels."""
+    """Criterion with a strategy built from made-up counts of 3 multilabel channels."""
     loss = LossConfig.model_validate(
         {
             "weighting": weighting,
@@ -156,7 +157,7 @@ def criterion(weighting, apply_as="pos_weight", normalize=False, ema=None):
     )
     counts = MaskCounts(3, positive_pixels=np.array([10, 40, 5]), valid_pixels=100, all_zero_pixels=50)
     strategy = build_strategy(loss, counts, MaskSpec("multilabel", ("a", "b", "c")))
-    return WeightedBCELoss(strategy, apply_as, normalize)
+    return Criterion(strategy, apply_as, normalize)
 
 
 @pytest.mark.parametrize("normalize", [False, True])
@@ -203,4 +204,4 @@ def test_criterion_buffers_follow_to_and_state_dict():
 
 def test_criterion_refuses_an_unknown_apply_as():
     with pytest.raises(ValueError, match="apply_as must be one of"):
-        WeightedBCELoss(criterion("none").strategy, "both")
+        Criterion(criterion("none").strategy, "both")

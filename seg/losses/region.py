@@ -1,0 +1,73 @@
+"""Region losses over soft counts: soft Dice and (focal) Tversky, per channel, over seg's ``valid`` mask.
+
+With p = sigmoid(logit) and y the target in [0,1], over the valid pixels of a channel:
+TP = sum(p*y), FP = sum(p*(1-y)), FN = sum((1-p)*y), and with a smoothing s >= 0:
+
+- Dice (the classic L1 form, Milletari et al. 2016 with smoothing): D = (2 TP + s) / (2 TP + FP + FN + s),
+  where 2 TP + FP + FN = sum(p) + sum(y); loss = mean over channels of 1 - D;
+- Tversky (Salehi et al. 2017): T = (TP + s) / (TP + alpha FP + beta FN + s); loss = mean of (1 - T)^gamma
+  (gamma = 1: Tversky; the focal Tversky loss of Abraham and Khan 2019 takes gamma = 0.75).
+  alpha = beta = 0.5 and s = 0 give Dice.
+
+``form`` says what the sums run over: ``batch`` pools every image of the batch into one sum per
+channel (nnU-Net's ``batch_dice``), ``per_image`` scores each image and channel apart and averages.
+
+Empty channels (the rule, pinned by tests): a channel with no positive pixel in what is summed
+(the batch, or the image for per_image) is kept in the mean. Its Dice is s / (sum(p) + s), so its
+loss sum(p) / (sum(p) + s) pushes the predicted probabilities of that channel down, with a gradient
+that is not zero. (smp's DiceLoss drops such channels: zero loss and zero gradient, so false
+positives on an empty channel are never penalised.) With s = 0 an empty channel with nothing predicted
+would divide 0 by 0; the denominators are clamped at 1e-7, so it scores 0, loss 1, gradient 0.
+"""
+
+from __future__ import annotations
+
+import torch
+
+FORMS = ("batch", "per_image")
+
+
+def soft_counts(
+    logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None, form: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(TP, FP, FN) soft counts: (C,) for form ``batch``, (B, C) for ``per_image``; float32."""
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    probs = torch.sigmoid(logits.float())
+    target = target.to(probs.dtype)
+    mask = torch.ones_like(probs[:, :1]) if valid is None else valid.to(probs.dtype)
+    p, y = probs * mask, target * mask
+    dims = (0, 2, 3) if form == "batch" else (2, 3)
+    tp = (p * y).sum(dim=dims)
+    return tp, p.sum(dim=dims) - tp, y.sum(dim=dims) - tp
+
+
+def soft_dice_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    form: str = "batch",
+    smooth: float = 1.0,
+) -> torch.Tensor:
+    """1 - soft Dice, averaged over channels (and images for per_image); () tensor."""
+    tp, fp, fn = soft_counts(logits, target, valid, form)
+    dice = (2.0 * tp + smooth) / (2.0 * tp + fp + fn + smooth).clamp(min=1e-7)
+    return (1.0 - dice).mean()
+
+
+def tversky_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    alpha: float = 0.3,
+    beta: float = 0.7,
+    gamma: float = 1.0,
+    form: str = "batch",
+    smooth: float = 1.0,
+) -> torch.Tensor:
+    """Mean of (1 - Tversky index)^gamma over channels (and images for per_image); () tensor.
+
+    alpha weighs false positives, beta false negatives (beta > alpha favours recall)."""
+    tp, fp, fn = soft_counts(logits, target, valid, form)
+    index = (tp + smooth) / (tp + alpha * fp + beta * fn + smooth).clamp(min=1e-7)
+    return ((1.0 - index).clamp(min=1e-12) ** gamma).mean()
