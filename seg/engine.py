@@ -80,6 +80,7 @@ def train_one_epoch(
     loss_sum = torch.zeros((), device=options.device, dtype=torch.float64)
     counts, sums, map_max, steps = None, None, torch.zeros((), device=options.device), 0
     channel_weight_sum = torch.zeros((), device=options.device)
+    term_sum = torch.zeros(len(criterion.terms), device=options.device, dtype=torch.float64)
     first_bad = torch.full((), -1, device=options.device, dtype=torch.long)  # step of the first non-finite loss
     total = len(loader) if options.max_steps is None else min(len(loader), options.max_steps)
     bar = tqdm(loader, total=total, desc=desc, leave=False, disable=not options.progress)
@@ -100,6 +101,8 @@ def train_one_epoch(
             bad = ~torch.isfinite(loss.detach())
             first_bad = torch.where(bad & (first_bad < 0), steps + 1, first_bad)
             loss_sum += loss.detach()
+            if criterion.last_terms is not None:
+                term_sum += criterion.last_terms
             step_counts = confusion_counts(logits.detach().float(), batch["target"], batch["valid"]).sum(dim=0)
             counts = step_counts if counts is None else counts + step_counts
             sums = step_sums if sums is None else sums + step_sums
@@ -114,6 +117,7 @@ def train_one_epoch(
         raise ValueError("train_one_epoch: the loader yielded no batch")
     return {
         "loss": float(loss_sum) / max(steps, 1),
+        "terms": dict(zip(criterion.term_names, (float(v) / max(steps, 1) for v in term_sum.cpu()), strict=True)),
         "dice": to_float(dice_score(counts[None].cpu(), "macro")),
         "sums": sums,
         "map_max": float(map_max),
@@ -190,6 +194,11 @@ def epoch_row(
         "epoch": epoch,
         "train/loss": train["loss"],
         "train/dice": train["dice"],
+        **(
+            {f"train/loss/{name}": value for name, value in train["terms"].items()}
+            if len(train.get("terms", {})) > 1
+            else {}
+        ),
         "val/loss": val_loss,
         "val/dice": val["dice"],
         "val/iou": val["iou"],

@@ -255,6 +255,8 @@ class RunSummary(Record):
     weight_map_stats: dict[str, MapStats] | None = None  # class_map, border_map
     class_weights: list[float] | None = None  # class_map, border_map
     provenance: Provenance | None = None  # absent in summaries from before provenance was recorded
+    loss_terms: list[dict[str, Any]] | None = None  # loss.terms with defaults filled in (absent: bce alone)
+    sampling: dict[str, Any] | None = None  # data.sampling foreground: fraction and channel rule (absent: uniform)
     # what a strategy reports beyond the keys above (a strategy added to the registry may report its own)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 

@@ -112,6 +112,14 @@ def build_summary(
         "lr_schedule": lr_schedule,
         **stats_source,
         **{key: value for key, value in reported.items() if key != "pos_weight"},
+        "loss_terms": [{"name": t.name, "weight": t.weight, **t.parameters()} for t in cfg.loss.terms],
+        "sampling": {
+            "sampling": "foreground",
+            "foreground_fraction": cfg.data.foreground_fraction,
+            "foreground_channel": cfg.data.foreground_channel,
+        }
+        if cfg.data.sampling == "foreground"
+        else None,
     }
 
 

@@ -4,12 +4,15 @@ determinism, W&B read-back.
 Resume and faults: tests/test_training.py; bad input: tests/test_bad_input.py."""
 
 import json
+import math
 import re
 
+import cv2
+import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import REPO
+from conftest import REPO, binary_dataset, write_config, write_png
 from wandb_records import config_values, history_rows, summary_values
 
 from seg.apps import audit as audit_app
@@ -183,3 +186,120 @@ def test_training_reads_weights_from_an_audit_stats_file(tmp_path, synthetic_roo
     summary = json.loads((tmp_path / "synthetic" / "summary.json").read_text())
     assert summary["pos_weight"] == pytest.approx([c["pos_weight"]["pixels"] for c in stats["channels"]], rel=1e-5)
     assert summary["stats_sha256"] == hashlib.sha256(stats_path.read_bytes()).hexdigest()
+
+
+# ------------------------------------------------------------------ loss.terms and data.sampling, end to end
+
+ONE_STEP = [*TINY, "train.epochs=1", "train.max_steps_per_epoch=1", "logging.wandb.mode=disabled"]
+
+
+def _tiny_set(root, fmt):
+    """Four 40 px images with ``fmt`` masks (binary, index with ignore_index 9, instance with instances/) and
+    the config that reads them."""
+    if fmt == "index":
+        rng = np.random.default_rng(0)
+        for i in range(4):
+            mask = np.zeros((40, 40), np.uint8)
+            mask[5:15, 5:20], mask[25:30, 22:26] = 1, 2
+            mask[:, :3] = 9  # ignored
+            write_png(root / "images" / f"img{i}.png", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
+            write_png(root / "masks" / f"img{i}.png", np.roll(mask, 3 * i, axis=0))
+        data = "mask_format: index, classes: [bg, a, b], ignore_index: 9"
+    else:
+        binary_dataset(root, count=4, size=40)
+        data = f"mask_format: {fmt}, classes: [fg], positive_values: [255]"
+        if fmt == "instance":
+            for i in range(4):
+                labels = np.zeros((40, 40), np.uint16)
+                mask = cv2.imread(str(root / "masks" / f"img{i}.png"), cv2.IMREAD_GRAYSCALE)
+                labels[mask > 0] = 300 + i
+                write_png(root / "instances" / f"img{i}.png", labels)
+    text = f"run: {{name: {fmt}}}\ndata: {{root: {root}, {data}, synthetic: false}}\n"
+    return write_config(root.parent / f"{fmt}.yaml", text)
+
+
+def _train_loss(run):
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1]
+    return rows[0]["train/loss"]
+
+
+@pytest.mark.parametrize("fmt", ["multilabel", "binary", "index", "instance"])
+def test_loss_terms_and_foreground_sampling_train_on_every_mask_format(tmp_path, synthetic_root, fmt):
+    if fmt == "multilabel":
+        source = ["--config", str(REPO / "configs" / "synthetic.yaml"), f"data.root={synthetic_root}"]
+        name = "synthetic"
+    else:
+        source, name = ["--config", str(_tiny_set(tmp_path / "data", fmt)), "data.samples_per_epoch=8"], fmt
+    code = train(
+        *source,
+        f"run.out_dir={tmp_path / 'runs'}",
+        "--set",
+        "loss.terms=[{name: dice}, {name: bce}]",
+        "--set",
+        "data.sampling=foreground",
+        "data.foreground_fraction=1.0",
+        *ONE_STEP,
+    )
+    assert code == 0
+    run = tmp_path / "runs" / name
+    assert (run / "summary.json").is_file()
+    assert math.isfinite(_train_loss(run))
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["data"]["sampling"] == "foreground" and config["data"]["foreground_fraction"] == 1.0
+    assert [term["name"] for term in config["loss"]["terms"]] == ["dice", "bce"]
+    row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    # one step: the loss is the sum of the terms (weights 1), each logged unweighted
+    assert row["train/loss"] == pytest.approx(row["train/loss/dice"] + row["train/loss/bce"], rel=1e-5)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["loss_terms"] == [
+        {"name": "dice", "weight": 1.0, "form": "batch", "smooth": 1.0},
+        {"name": "bce", "weight": 1.0},
+    ]
+    assert summary["sampling"] == {
+        "sampling": "foreground",
+        "foreground_fraction": 1.0,
+        "foreground_channel": "uniform",
+    }
+
+
+@pytest.mark.parametrize(
+    "terms, extra",
+    [
+        ("[{name: lovasz}]", []),
+        ("[{name: focal, gamma: 2.0}]", ["loss.weighting=per_channel"]),
+        ("[{name: tversky, alpha: 0.3, beta: 0.7}]", []),
+    ],
+    ids=["lovasz", "focal-per_channel", "tversky"],
+)
+def test_each_loss_term_trains_on_synthetic(tmp_path, synthetic_root, terms, extra):
+    code = train(
+        "--config",
+        str(REPO / "configs" / "synthetic.yaml"),
+        f"run.out_dir={tmp_path}",
+        f"data.root={synthetic_root}",
+        "--set",
+        f"loss.terms={terms}",
+        *extra,
+        *ONE_STEP,
+    )
+    assert code == 0
+    assert math.isfinite(_train_loss(tmp_path / "synthetic"))
+
+
+def test_weighting_without_a_weighted_term_is_refused(tmp_path, capsys):
+    code = train(
+        "--config",
+        str(REPO / "configs" / "synthetic.yaml"),
+        f"run.out_dir={tmp_path}",
+        "--set",
+        "loss.terms=[{name: dice}]",
+        "--set",
+        "loss.weighting=global",
+        "logging.wandb.mode=disabled",
+        "--no-progress",
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "loss.weighting" in err, err
+    assert not any(tmp_path.iterdir())  # refused before a run directory exists

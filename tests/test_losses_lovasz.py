@@ -200,3 +200,18 @@ def test_matches_smp_binary(batch, per_image, form):
     theirs = smp.losses.LovaszLoss("binary", per_image=per_image, ignore_index=255)(x, marked)
     assert lovasz_hinge(x, y, valid, form).item() == pytest.approx(theirs.item(), rel=1e-5)
     assert math.isfinite(theirs.item())
+
+
+def test_per_image_leaves_out_an_image_with_no_valid_pixel():
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(2, 2, 4, 4, generator=g), (torch.rand(2, 2, 4, 4, generator=g) > 0.5).float()
+    valid = torch.ones(2, 1, 4, 4, dtype=torch.bool)
+    valid[1] = False
+    alone = lovasz_hinge(x[:1], y[:1], form="per_image")
+    assert float(lovasz_hinge(x, y, valid, form="per_image")) == pytest.approx(float(alone), rel=1e-6)
+
+
+def test_soft_labels_on_ignored_pixels_are_not_refused():
+    x, y = torch.zeros(1, 1, 2, 2), torch.tensor([[[[1.0, 0.0], [0.0, 0.5]]]])
+    valid = torch.tensor([[[[True, True], [True, False]]]])
+    assert float(lovasz_hinge(x, y, valid)) == pytest.approx(float(lovasz_hinge(x[..., :1, :], y[..., :1, :])))

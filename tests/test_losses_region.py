@@ -287,3 +287,15 @@ def test_tversky_matches_smp_where_defined(batch, alpha, beta):
     x2[:, 0] = torch.where(y[:, 0] > 0, 20.0, -20.0)
     ours, theirs = tversky_loss(x2, y, None, alpha, beta, 0.75).item(), three(x2, y).item()
     assert theirs - ours > 0.02
+
+
+@pytest.mark.parametrize("loss", [soft_dice_loss, tversky_loss])
+def test_per_image_leaves_out_an_image_with_no_valid_pixel(loss):
+    """An image all ignored (e.g. padding only) is not a perfect score averaged in: it is left out."""
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(2, 2, 4, 4, generator=g), (torch.rand(2, 2, 4, 4, generator=g) > 0.5).float()
+    valid = torch.ones(2, 1, 4, 4, dtype=torch.bool)
+    valid[1] = False
+    alone = loss(x[:1], y[:1], form="per_image")
+    assert float(loss(x, y, valid, form="per_image")) == pytest.approx(float(alone), rel=1e-6)
+    assert float(loss(x, y, torch.zeros_like(valid), form="per_image")) == 0.0  # nothing to score

@@ -67,6 +67,10 @@ class ForegroundSampler:
             raise ValueError(f"fraction must be in [0, 1], got {self.fraction}")
         if self.rule not in CHANNEL_RULES:
             raise ValueError(f"rule must be one of {CHANNEL_RULES}, got {self.rule!r}")
+        if self.crop <= 0:
+            raise ValueError(f"crop must be a positive side in pixels, got {self.crop}")
+        if self.rule == "rarest" and not self.rarest_first:
+            raise ValueError("rule rarest needs rarest_first, the channels ordered rarest first")
 
     def plan(self, locations: list[np.ndarray], shape: tuple[int, int], seed: int, epoch: int, index: int) -> CropPlan:
         """The crop of item ``index`` in ``epoch`` for an image of ``shape`` (rows, columns)."""
@@ -77,7 +81,8 @@ class ForegroundSampler:
         if not present:
             return CropPlan(forced=True)
         if self.rule == "rarest":
-            channel = min(present, key=lambda c: self.rarest_first.index(c) if c in self.rarest_first else len(present))
+            unranked = len(self.rarest_first)  # a channel missing from the order comes after every ranked one
+            channel = min(present, key=lambda c: self.rarest_first.index(c) if c in self.rarest_first else unranked)
         else:
             channel = present[int(rng.integers(len(present)))]
         points = locations[channel]

@@ -9,8 +9,10 @@
 - ``lovasz``: one Lovász hinge per channel (:mod:`seg.losses.lovasz`), unweighted.
 
 The loss is sum(weight_i * term_i). Every term is a tensor function over ``valid`` with no host
-synchronisation. The :class:`WeightSums` (effective pos_weight, mean applied weight) come from the first
-weighted term; with none, from unit weights.
+synchronisation. ``last_terms`` holds the unweighted value of each term of the last call (detached,
+on the device): the engine adds them up per epoch (``train/loss/<term>`` in metrics.jsonl). The
+:class:`WeightSums` (effective pos_weight, mean applied weight) come from the first weighted term; with
+none, from unit weights.
 """
 
 from __future__ import annotations
@@ -59,6 +61,11 @@ class Criterion(nn.Module):
         self.apply_as = apply_as
         self.normalize = normalize
         self.terms = tuple(terms)
+        self.last_terms: torch.Tensor | None = None
+
+    @property
+    def term_names(self) -> list[str]:
+        return [term.name for term in self.terms]
 
     def forward(self, logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, WeightSums, torch.Tensor | None]:
         """(loss (), WeightSums, the weight applied) for [B,C,H,W] logits and a batch with
@@ -67,13 +74,16 @@ class Criterion(nn.Module):
         target, valid = batch["target"], batch["valid"]
         total: torch.Tensor | None = None
         sums: WeightSums | None = None
+        values = []
         for term in self.terms:
             value, term_sums = self._term(term, logits, target, valid, weight)
             sums = sums if sums is not None else term_sums
             total = term.weight * value if total is None else total + term.weight * value
+            values.append(value.detach())
         if sums is None:
             _, sums = weighted_bce(logits.detach(), target, valid)
         assert total is not None  # the schema refuses an empty loss.terms
+        self.last_terms = torch.stack(values)
         return total, sums, weight
 
     def _term(

@@ -14,12 +14,15 @@ Labels must be hard (0 or 1): the Lovász extension is defined on binary ground 
 ``check_labels`` (the default) soft labels are refused with a ValueError (one host sync); training,
 whose targets are 0/1 by construction, skips the check.
 A channel with no positive pixel has g = (1, 0, 0, ...): its loss is relu of its largest error.
+With per_image, an image with no valid pixel is left out of the mean (as for the region losses).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from seg.losses.region import scored_mean
 
 FORMS = ("batch", "per_image")
 
@@ -44,15 +47,15 @@ def lovasz_hinge(
     """Mean over channels (and images for per_image) of the Lovász hinge of [B,C,H,W] logits; () tensor."""
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
-    if check_labels and bool(((target > 0) & (target < 1)).any()):
-        raise ValueError(
-            "lovasz: the target has soft labels (values between 0 and 1); the Lovász hinge needs 0/1 labels"
-        )
     logits = logits.float()
     target = target.to(logits.dtype)
     b, c = logits.shape[:2]
     mask = torch.ones_like(logits[:, :1], dtype=torch.bool) if valid is None else valid.bool()
     mask = mask.expand_as(logits)
+    if check_labels and bool(((target > 0) & (target < 1) & mask).any()):
+        raise ValueError(
+            "lovasz: the target has soft labels (values between 0 and 1); the Lovász hinge needs 0/1 labels"
+        )
     target = target * mask  # an ignored pixel is no positive
     errors = 1.0 - logits * (2.0 * target - 1.0)
     errors = torch.where(mask, errors, torch.finfo(errors.dtype).min)
@@ -62,4 +65,7 @@ def lovasz_hinge(
         errors, target = errors.reshape(b * c, -1), target.reshape(b * c, -1)
     errors_sorted, order = torch.sort(errors, dim=-1, descending=True)
     grad = lovasz_grad(torch.gather(target, -1, order))
-    return (F.relu(errors_sorted) * grad).sum(dim=-1).mean()
+    losses = (F.relu(errors_sorted) * grad).sum(dim=-1)
+    if form == "batch":
+        return losses.mean()
+    return scored_mean(losses.view(b, c), valid)

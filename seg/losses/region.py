@@ -13,11 +13,12 @@ TP = sum(p*y), FP = sum(p*(1-y)), FN = sum((1-p)*y), and with a smoothing s >= 0
 channel (nnU-Net's ``batch_dice``), ``per_image`` scores each image and channel apart and averages.
 
 Empty channels (the rule, pinned by tests): a channel with no positive pixel in what is summed
-(the batch, or the image for per_image) is kept in the mean. Its Dice is s / (sum(p) + s), so its
-loss sum(p) / (sum(p) + s) pushes the predicted probabilities of that channel down, with a gradient
-that is not zero. (smp's DiceLoss drops such channels: zero loss and zero gradient, so false
-positives on an empty channel are never penalised.) With s = 0 an empty channel with nothing predicted
-would divide 0 by 0; the denominators are clamped at 1e-7, so it scores 0, loss 1, gradient 0.
+(the batch, or the image for per_image) is kept in the mean. Its Dice is s / (sum(p) + s), so with
+s > 0 its loss sum(p) / (sum(p) + s) pushes the predicted probabilities of that channel down, with a
+gradient that is not zero but small once sum(p) >> s (d loss / d p_i = s / (sum(p) + s)^2). With s = 0
+an empty channel scores 0 whatever is predicted: loss 1, gradient 0 (the denominator is clamped at
+1e-7, so nothing predicted gives 0, not 0/0). smp's DiceLoss instead gives such a channel zero loss
+and zero gradient. With per_image, an image with no valid pixel at all is left out of the mean.
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ from __future__ import annotations
 import torch
 
 FORMS = ("batch", "per_image")
+
+
+def scored_mean(losses: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Mean of (C,) or (B, C) ``losses``; for (B, C), over the images with at least one valid pixel."""
+    if losses.dim() == 1 or valid is None:
+        return losses.mean()
+    scored = (valid.flatten(1).any(dim=1)).to(losses.dtype)[:, None].expand_as(losses)
+    return (losses * scored).sum() / scored.sum().clamp(min=1.0)
 
 
 def soft_counts(
@@ -52,7 +61,7 @@ def soft_dice_loss(
     """1 - soft Dice, averaged over channels (and images for per_image); () tensor."""
     tp, fp, fn = soft_counts(logits, target, valid, form)
     dice = (2.0 * tp + smooth) / (2.0 * tp + fp + fn + smooth).clamp(min=1e-7)
-    return (1.0 - dice).mean()
+    return scored_mean(1.0 - dice, valid)
 
 
 def tversky_loss(
@@ -70,4 +79,4 @@ def tversky_loss(
     alpha weighs false positives, beta false negatives (beta > alpha favours recall)."""
     tp, fp, fn = soft_counts(logits, target, valid, form)
     index = (tp + smooth) / (tp + alpha * fp + beta * fn + smooth).clamp(min=1e-7)
-    return ((1.0 - index).clamp(min=1e-12) ** gamma).mean()
+    return scored_mean((1.0 - index).clamp(min=1e-12) ** gamma, valid)
