@@ -85,6 +85,9 @@ def results_markdown(manifest: Manifest, rows: list[dict], provenance: list[Prov
         f"- **Grid**: {len(strategies)} strategies x {n_seeds} seeds ({', '.join(map(str, seeds))}) = "
         f"{len(strategies) * n_seeds} runs; every strategy gets the same split, augmentation seeds (run.seed) "
         "and budget.",
+        "- **Strategies** (each one's overrides): "
+        + "; ".join(f"`{name}`: " + ", ".join(f"`{o}`" for o in manifest.strategies[name]) for name in strategies)
+        + ".",
         f"- **Budget**: {budget_text(manifest.budget)}.",
         "- **Reported epoch**: the last epoch of this fixed budget; no checkpoint or epoch is selected on "
         "validation (best.pt, chosen on validation Dice, is not used here).",
