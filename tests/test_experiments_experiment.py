@@ -47,7 +47,8 @@ def test_loss_experiments_have_the_arms_and_the_bce_reference(name):
     experiment = load_experiment(REPO_ROOT / "experiments" / f"{name}.yaml")
     assert LOSS_ARMS <= set(experiment.strategies) and len(experiment.strategies) >= 9
     assert experiment.reference == "bce"
-    configs = dict(zip(experiment.strategies, resolve_configs(experiment, plan_runs(experiment, "quick"))[::3]))
+    resolved = resolve_configs(experiment, plan_runs(experiment, "quick"))[:: len(experiment.seeds)]
+    configs = dict(zip(experiment.strategies, resolved, strict=True))
     assert [t.name for t in configs["bce"].loss.terms] == ["bce"] and configs["bce"].loss.weighting == "none"
     assert [t.name for t in configs["dice_bce"].loss.terms] == ["dice", "bce"]
     over = configs["dice_bce_oversampled"].data
