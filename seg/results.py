@@ -250,6 +250,8 @@ class RunSummary(Record):
     train: TrainScores
     wall_time_per_epoch_s: float | None
     lr_schedule: list[LrSegment] | None = None  # absent in summaries from before schedules were recorded
+    # threshold policy -> macro validation Dice of every epoch (absent in summaries from before it was recorded)
+    val_dice_curve: dict[str, list[float | None]] | None = None
     stats_source: str
     stats_sha256: str | None = None  # with loss.stats_file
     weight_map_stats: dict[str, MapStats] | None = None  # class_map, border_map

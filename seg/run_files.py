@@ -79,6 +79,14 @@ def open_tracker(cfg: Config, run_dir: Path, run_provenance: dict, strategy_name
     return Tracker(run_dir, wandb.mode, wandb.project, wandb.group, cfg.run.name, config, tags=[strategy_name])
 
 
+def dice_curve(curve: dict[str, list] | None, val: dict) -> dict[str, list]:
+    """``curve`` (policy -> macro validation Dice per epoch) with this epoch's ``val`` appended."""
+    curve = {policy: list(values) for policy, values in (curve or {}).items()}
+    for policy, block in val.get("by_threshold", {}).items():
+        curve.setdefault(policy, []).append(block["dice"])
+    return curve
+
+
 def build_summary(
     cfg: Config,
     criterion: Criterion,
@@ -110,6 +118,7 @@ def build_summary(
         "train": {"loss": train["loss"], "dice": train["dice"]},
         "wall_time_per_epoch_s": float(np.mean(state["epoch_times"])) if state.get("epoch_times") else None,
         "lr_schedule": lr_schedule,
+        "val_dice_curve": state.get("val_curve"),
         **stats_source,
         **{key: value for key, value in reported.items() if key != "pos_weight"},
         "loss_terms": [{"name": t.name, "weight": t.weight, **t.parameters()} for t in cfg.loss.terms],

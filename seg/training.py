@@ -47,6 +47,7 @@ from seg.run_files import (
     FAILED,
     build_summary,
     check_resume,
+    dice_curve,
     diverged,
     finish,
     load_criterion_state,
@@ -248,6 +249,7 @@ def _train(
         val = evaluator.compute(names)
         seconds = time.perf_counter() - start
         state["epoch_times"] = state.get("epoch_times", []) + [seconds]
+        state["val_curve"] = dice_curve(state.get("val_curve"), val)
         mean_weight = float(train["sums"].mean_applied_weight()) if train["sums"] is not None else 1.0
         row = epoch_row(epoch, train, val_loss, val, names, effective, mean_weight, scheduler.get_last_lr()[0], seconds)
         append_metrics(run_dir / "metrics.jsonl", row)

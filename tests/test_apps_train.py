@@ -59,6 +59,8 @@ def test_synthetic_run_writes_the_contract_files(tmp_path, synthetic_root, capsy
     assert summary["pos_weight"] == pytest.approx(summary["effective_pos_weight"], rel=1e-4)
     assert set(summary["val"]["per_channel"]) == {"cell", "nucleus", "speck"}
     assert 0.0 <= summary["val"]["dice"] <= 1.0
+    curve = summary["val_dice_curve"]  # per threshold policy, one macro Dice per epoch (the budget check reads it)
+    assert curve["0.5"] == [rows[0]["val/0.5/dice"]] and curve["tuned"] == [rows[0]["val/tuned/dice"]]
     provenance = summary["provenance"]  # where the numbers came from
     assert re.fullmatch(r"[0-9a-f]{40}", provenance["commit"]) and isinstance(provenance["dirty"], bool)
     assert provenance["command"] == "python scripts/train.py " + " ".join(common + ["train.epochs=1"])

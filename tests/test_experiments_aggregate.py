@@ -1,10 +1,11 @@
 """Tests for seg/experiments/aggregate.py: means, t intervals and paired differences worked out by hand."""
 
+import dataclasses
 import math
 
 import pytest
 
-from seg.experiments.aggregate import aggregate, find, paired_difference, t_interval
+from seg.experiments.aggregate import aggregate, curve_change, find, paired_difference, t_interval
 from seg.results import RunSummary
 
 T_975 = {1: 12.706205, 2: 4.302653}  # Student t quantiles t_{0.975, df} from a printed table
@@ -113,3 +114,14 @@ def test_aggregate_means_intervals_and_paired_differences_by_hand():
 def test_paired_difference_pairs_by_seed_not_by_position():
     interval = paired_difference({0: 0.5, 1: 0.7, 5: 0.9}, {1: 0.6, 0: 0.4, 2: 0.1})  # seeds 0, 1: +0.1, +0.1
     assert (interval.n, interval.mean, interval.sd) == (2, pytest.approx(0.1), pytest.approx(0.0))
+
+
+def test_curve_change_is_the_range_over_the_last_fifth_of_the_epochs():
+    """10 epochs: k = ceil(0.2 * 10) = 2, so epochs 8, 9 and 10 (the last 2 and the one before them)."""
+    curve = [0.1, 0.3, 0.5, 0.6, 0.7, 0.75, 0.78, 0.80, 0.83, 0.81]
+    summary = dataclasses.replace(RUNS["none"][0], val_dice_curve={"tuned": curve, "0.5": [0.2, None]})
+    assert curve_change(summary, "tuned") == pytest.approx(0.83 - 0.80)
+    assert curve_change(summary, "0.5") is None  # one finite value: no change to measure
+    assert curve_change(RUNS["none"][0], "tuned") is None  # not recorded
+    three = dataclasses.replace(RUNS["none"][0], val_dice_curve={"tuned": [0.2, 0.5, 0.4]})  # k = 1: last two
+    assert curve_change(three, "tuned") == pytest.approx(0.1)

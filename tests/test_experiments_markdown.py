@@ -173,3 +173,24 @@ def test_provenance_text_by_hand():
         "trained from commit `0123456789` to `unknown` (3 commits: 0123456789, fedcba9876, unknown), "
         "1 of 3 runs with uncommitted changes; 1 runs without a record" + tail
     )
+
+
+def test_budget_check_by_hand():
+    """cell f = 0.35: predicting it everywhere scores 2f/(1+f) = 0.7/1.35 = 0.5185; speck f = 0.0042: 0.00836."""
+    rows = ROWS + [
+        row("none", "dice", "tuned", "macro", 3, 0.5, 0.05),
+        row("none", "dice", "tuned", "cell", 3, 0.6, 0.05),  # margin +0.081: learned
+        row("none", "dice", "tuned", "speck", 3, 0.05, 0.02),  # margin +0.042: not learned
+        row("none", "curve_change", "tuned", "macro", 3, 0.004, 0.001),
+    ]
+    text = results_markdown(manifest(), rows, [None] * 6)
+    check = "#### Budget check: has `none` learned every channel, and converged?"
+    assert table_row(text, "cell", check) == "| cell | 35.0% | 0.519 | 0.600 ± 0.050 | +0.081 | yes |"
+    assert table_row(text, "speck", check) == "| speck | 0.42% | 0.008 | 0.050 ± 0.020 | +0.042 | **no** |"
+    assert "moved by 0.004 (max - min over those epochs and the one before, mean over 3 seeds): flat" in text
+    still = results_markdown(
+        manifest(), rows[:-1] + [row("none", "curve_change", "tuned", "macro", 3, 0.02)], [None] * 6
+    )
+    assert "moved by 0.020" in still and "**still moving**" in still
+    assert "do not record the validation curve" in results_markdown(manifest(), rows[:-1], [None] * 6)
+    assert "Budget check" not in results_markdown(manifest(), ROWS, [None] * 6)  # no tuned score of the reference

@@ -51,6 +51,7 @@ STRUCTURE = (
 )
 MACRO = "macro"
 CONFIDENCE = 0.95
+CURVE_SHARE = 0.2  # the budget check: how much the validation curve moves over this share of the last epochs
 
 CSV_COLUMNS = (
     "strategy",
@@ -177,6 +178,15 @@ def structure_score(scores: Scores, policy: str, key: str, channel: str) -> floa
     return _finite((values or {}).get(key))
 
 
+def curve_change(summary: RunSummary, policy: str, share: float = CURVE_SHARE) -> float | None:
+    """max - min of the macro validation Dice at ``policy`` over the last ``share`` of the epochs (k =
+    ceil(share * epochs), at least 1, epochs and the one before them); None when not recorded."""
+    curve = (summary.val_dice_curve or {}).get(policy) or []
+    k = max(1, math.ceil(share * len(curve)))
+    tail = [v for v in (_finite(x) for x in curve[-(k + 1) :]) if v is not None]
+    return max(tail) - min(tail) if len(tail) >= 2 else None
+
+
 def applied_weight(summary: RunSummary, index: int) -> float | None:
     """The effective pos_weight of channel ``index`` in the run's last epoch."""
     weights = summary.effective_pos_weight
@@ -232,7 +242,9 @@ def aggregate(
     - ``dice``, ``iou`` / threshold policy (0.5, prior_corrected, tuned) / ``macro`` or a channel;
     - ``ece`` / raw or prior_corrected / ``macro`` (mean over channels) or a channel;
     - ``effective_pos_weight`` / "" / a channel (the weight applied in the last epoch);
-    - ``wall_time_per_epoch_s`` / "" / "".
+    - ``wall_time_per_epoch_s`` / "" / "";
+    - ``curve_change`` / threshold policy / ``macro``: how much the validation curve moved at the end
+      (:func:`curve_change`; summaries that recorded the curve only).
     Scores and ECE carry the paired difference against ``reference`` (if it is in ``runs``).
     """
     base = runs.get(reference) if reference else None
@@ -272,6 +284,8 @@ def aggregate(
                 False,
             )
         add(strategy, "wall_time_per_epoch_s", "", "", lambda s: _finite(s.wall_time_per_epoch_s), False)
+        for policy in POLICIES:
+            add(strategy, "curve_change", policy, MACRO, lambda s, p=policy: curve_change(s, p), False)
         for policy in POLICIES:
             for key in STRUCTURE:
                 for channel in [MACRO, *channels] if len(channels) > 1 else [MACRO]:

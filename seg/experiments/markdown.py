@@ -3,7 +3,7 @@ aggregated rows (:func:`seg.experiments.aggregate.aggregate`)."""
 
 from __future__ import annotations
 
-from seg.experiments.aggregate import MACRO, find
+from seg.experiments.aggregate import CURVE_SHARE, MACRO, find
 from seg.experiments.manifest import Budget, Manifest
 from seg.experiments.paired import ImageComparison, format_comparison
 from seg.experiments.plots import PLOTS
@@ -132,6 +132,7 @@ def results_markdown(manifest: Manifest, rows: list[dict], provenance: list[Prov
                     if s != reference
                 ],
             ) + [""]
+    lines += _budget_check(manifest, rows, reference, n_seeds)
     lines += [
         "#### Applied weights: effective pos_weight in the last epoch",
         "",
@@ -149,6 +150,58 @@ def results_markdown(manifest: Manifest, rows: list[dict], provenance: list[Prov
         lines += [f"![Dice against channel frequency]({base}/{PLOTS['dice_vs_frequency']})", ""]
     lines += ["Every number, per channel and for IoU too, is in `results.csv` beside this file."]
     return "\n".join(lines) + "\n"
+
+
+LEARNED_MARGIN = 0.05  # the reference has learned a channel when it beats predicting it everywhere by this much
+FLAT = 0.01  # and the budget has converged when the validation curve moved by less than this at the end
+
+
+def _budget_check(manifest: Manifest, rows: list[dict], reference: str | None, n_seeds: int) -> list[str]:
+    """Has the reference learned every channel (tuned validation Dice above the Dice 2f/(1+f) of predicting
+    the channel everywhere, f its training frequency, by LEARNED_MARGIN) and has its curve flattened?"""
+    if reference is None or find(rows, reference, "dice", "tuned", MACRO) is None:
+        return []
+    lines = [
+        f"#### Budget check: has `{reference}` learned every channel, and converged?",
+        "",
+        "A channel is learned when the validation Dice at the tuned threshold beats, by at least "
+        f"{LEARNED_MARGIN}, the Dice 2f/(1+f) of predicting it on every pixel (f: its frequency in the training "
+        "split). Mean over seeds.",
+        "",
+    ]
+    table = []
+    for channel in manifest.classes:
+        f = manifest.train_positive_fraction.get(channel)
+        row = find(rows, reference, "dice", "tuned", channel)
+        everywhere = 2 * f / (1 + f) if f is not None else None
+        dice = row["mean"] if row else None
+        margin = dice - everywhere if dice is not None and everywhere is not None else None
+        verdict = "?" if margin is None else ("yes" if margin >= LEARNED_MARGIN else "**no**")
+        table.append(
+            [
+                channel,
+                percent(f),
+                "" if everywhere is None else f"{everywhere:.3f}",
+                _mean(row, 3, n_seeds),
+                "" if margin is None else f"{margin:+.3f}",
+                verdict,
+            ]
+        )
+    lines += markdown_table(
+        ["channel", "f", "Dice predicting all", f"`{reference}` Dice @tuned (val)", "margin", "learned"], table
+    ) + [""]
+    change = find(rows, reference, "curve_change", "tuned", MACRO)
+    if change is None:
+        lines += ["Convergence: these summaries do not record the validation curve.", ""]
+    else:
+        flat = "flat" if change["mean"] < FLAT else "**still moving**"
+        lines += [
+            f"Convergence: over the last {CURVE_SHARE:.0%} of the epochs the macro validation Dice @tuned of "
+            f"`{reference}` moved by {change['mean']:.3f} (max - min over those epochs and the one before, mean "
+            f"over {change['n']} seeds): {flat} (threshold {FLAT}).",
+            "",
+        ]
+    return lines
 
 
 def _test_bullets(manifest: Manifest, reference: str | None) -> list[str]:
