@@ -200,6 +200,34 @@ def stats_channel(stats: dict, name: str) -> dict:
 
 # ------------------------------------------------------------------ weighting strategies (test_weighting_*.py)
 
+
+@pytest.fixture
+def logits_batch():
+    """Logits [2,3,5,4], targets with about 30% positives, about 20% of the pixels ignored (seeded)."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 5, 4, generator=g) * 2
+    y = (torch.rand(2, 3, 5, 4, generator=g) > 0.7).float()
+    valid = torch.rand(2, 1, 5, 4, generator=g) > 0.2
+    return x, y, valid
+
+
+@pytest.fixture
+def covered_batch():
+    """Logits [2,3,5,4], about 40% positives, about 25% ignored, and pixel (0, 0) a valid positive of every
+    channel in every image (no channel empty, in the batch or in an image)."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 5, 4, generator=g) * 2
+    y = (torch.rand(2, 3, 5, 4, generator=g) > 0.6).float()
+    y[:, :, 0, 0] = 1.0
+    valid = torch.rand(2, 1, 5, 4, generator=g) > 0.25
+    valid[:, :, 0, 0] = True
+    return x, y, valid
+
+
 CLAMP = (0.001, 1000.0)
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import loss_config
 
 from seg.config import MaskSpec
-from seg.config.schema import LossConfig
 from seg.data.counts import MaskCounts
 from seg.engine import StepOptions, evaluate, train_one_epoch
 from seg.errors import TrainingDiverged
@@ -21,20 +21,8 @@ OPTIONS = StepOptions(torch.device("cpu"), channels_last=False, progress=False)
 
 
 def criterion(weighting: str) -> Criterion:
-    loss = LossConfig.model_validate(
-        {
-            "weighting": weighting,
-            "apply_as": "pos_weight",
-            "negatives": "pixels",
-            "clamp": (0.001, 1000.0),
-            "normalize": False,
-            "stats_file": None,
-            "ema": None,
-            "border": {"instances_from": "instance", "connectivity": 4, "w0": 10.0, "sigma": 5.0},
-        }
-    )
     counts = MaskCounts(2, positive_pixels=np.array([20, 5]), valid_pixels=100, all_zero_pixels=78)
-    return Criterion(build_strategy(loss, counts, MaskSpec("multilabel", ("a", "b"))))
+    return Criterion(build_strategy(loss_config(weighting), counts, MaskSpec("multilabel", ("a", "b"))))
 
 
 def batches(count: int = 3) -> list[dict]:

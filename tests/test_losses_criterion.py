@@ -5,10 +5,11 @@ of loss.terms."""
 import numpy as np
 import pytest
 import torch
+from conftest import loss_config
 from torchvision.ops import sigmoid_focal_loss
 
 from seg.config import ConfigError, MaskSpec, load_config, mask_spec
-from seg.config.schema import LossConfig, LossTerm
+from seg.config.schema import LossTerm
 from seg.data.counts import MaskCounts
 from seg.losses import Criterion, lovasz_hinge, soft_dice_loss, tversky_loss, weighted_bce
 from seg.weighting.registry import build_strategy
@@ -21,19 +22,7 @@ PER_CHANNEL = torch.tensor([9.0, 1.5, 19.0]).view(3, 1, 1)
 
 
 def strategy(weighting="per_channel"):
-    loss = LossConfig.model_validate(
-        {
-            "weighting": weighting,
-            "apply_as": "pos_weight",
-            "negatives": "pixels",
-            "clamp": (0.001, 1000.0),
-            "normalize": False,
-            "stats_file": None,
-            "ema": None,
-            "border": {"instances_from": "instance", "connectivity": 4, "w0": 10.0, "sigma": 5.0},
-        }
-    )
-    return build_strategy(loss, COUNTS, SPEC)
+    return build_strategy(loss_config(weighting), COUNTS, SPEC)
 
 
 def masked_mean(elementwise, valid):
@@ -43,12 +32,8 @@ def masked_mean(elementwise, valid):
 
 
 @pytest.fixture
-def batch():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 3, 5, 4, generator=g) * 2
-    y = (torch.rand(2, 3, 5, 4, generator=g) > 0.7).float()
-    valid = torch.rand(2, 1, 5, 4, generator=g) > 0.2
-    return x, y, valid
+def batch(logits_batch):
+    return logits_batch
 
 
 def same_sums(a, b):
