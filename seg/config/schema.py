@@ -22,6 +22,7 @@ LOSS_TERMS: dict[str, dict[str, Any]] = {
     "lovasz": {"form": "batch"},
 }
 WEIGHTED_TERMS = ("bce", "focal")  # the terms loss.weighting applies to
+TERM_PARAMETERS = tuple(dict.fromkeys(key for takes in LOSS_TERMS.values() for key in takes))
 
 # Ranges, checked when the config is loaded (before anything is created)
 Count = Annotated[int, Field(ge=0)]  # 0 allowed: workers, seeds, images to log
@@ -168,7 +169,7 @@ class LossTerm(_Section):
     @model_validator(mode="after")
     def _parameters(self) -> LossTerm:
         takes = LOSS_TERMS[self.name]
-        given = [key for key in ("gamma", "alpha", "beta", "form", "smooth") if getattr(self, key) is not None]
+        given = [key for key in TERM_PARAMETERS if getattr(self, key) is not None]
         wrong = [key for key in given if key not in takes]
         if wrong:
             accepted = ", ".join(takes) or "no parameter but weight"

@@ -65,6 +65,19 @@ class WeightSums:
         return total / (self.pos_count + self.neg_count).sum().clamp(min=1e-12)
 
 
+def weight_sums(target: torch.Tensor, mask: torch.Tensor, pos_w: torch.Tensor, neg_w: torch.Tensor) -> WeightSums:
+    """The per-channel WeightSums of weights ``pos_w`` on positives and ``neg_w`` on negatives over the
+    elements where ``mask`` ([B,1,H,W], 1 = valid) is set; soft labels count fractionally."""
+    pos_share, neg_share = target * mask, (1.0 - target) * mask
+    dims = (0, 2, 3)
+    return WeightSums(
+        pos_weight_sum=(pos_w * pos_share).sum(dim=dims).double(),
+        pos_count=pos_share.sum(dim=dims).double(),
+        neg_weight_sum=(neg_w * neg_share).sum(dim=dims).double(),
+        neg_count=neg_share.sum(dim=dims).double(),
+    )
+
+
 def weighted_bce(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -98,14 +111,7 @@ def weighted_bce(
         p_t = probs * target + (1.0 - probs) * (1.0 - target)
         elementwise = elementwise * (1.0 - p_t).clamp(min=0.0) ** gamma
     elementwise = elementwise * mask
-    pos_share, neg_share = target * mask, (1.0 - target) * mask
-    dims = (0, 2, 3)
-    sums = WeightSums(
-        pos_weight_sum=(pos_w * pos_share).sum(dim=dims).double(),
-        pos_count=pos_share.sum(dim=dims).double(),
-        neg_weight_sum=(neg_w * neg_share).sum(dim=dims).double(),
-        neg_count=neg_share.sum(dim=dims).double(),
-    )
+    sums = weight_sums(target, mask, pos_w, neg_w)
     total = elementwise.sum()
     if normalize:
         denominator = (sums.pos_weight_sum + sums.neg_weight_sum).sum()

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from seg.config.schema import LossTerm
-from seg.losses.bce import APPLY_AS, WeightSums, weighted_bce
+from seg.losses.bce import APPLY_AS, WeightSums, weight_sums, weighted_bce
 from seg.losses.lovasz import lovasz_hinge
 from seg.losses.region import soft_dice_loss, tversky_loss
 
@@ -61,6 +61,7 @@ class Criterion(nn.Module):
         self.apply_as = apply_as
         self.normalize = normalize
         self.terms = tuple(terms)
+        self._term_parameters = [term.parameters() for term in self.terms]  # defaults filled in once, not per step
         self.last_terms: torch.Tensor | None = None
 
     @property
@@ -75,36 +76,37 @@ class Criterion(nn.Module):
         total: torch.Tensor | None = None
         sums: WeightSums | None = None
         values = []
-        for term in self.terms:
-            value, term_sums = self._term(term, logits, target, valid, weight)
+        for term, params in zip(self.terms, self._term_parameters, strict=True):
+            value, term_sums = self._term(term.name, params, logits, target, valid, weight)
             sums = sums if sums is not None else term_sums
             total = term.weight * value if total is None else total + term.weight * value
             values.append(value.detach())
-        if sums is None:
-            _, sums = weighted_bce(logits.detach(), target, valid)
+        if sums is None:  # no weighted term: unit weights
+            unit = torch.ones((), device=logits.device)
+            sums = weight_sums(target.float(), valid.float(), unit, unit)
         assert total is not None  # the schema refuses an empty loss.terms
         self.last_terms = torch.stack(values)
         return total, sums, weight
 
     def _term(
         self,
-        term: LossTerm,
+        name: str,
+        params: dict,
         logits: torch.Tensor,
         target: torch.Tensor,
         valid: torch.Tensor,
         weight: torch.Tensor | None,
     ) -> tuple[torch.Tensor, WeightSums | None]:
-        params = term.parameters()
-        if term.name == "bce":
+        if name == "bce":
             return weighted_bce(logits, target, valid, weight, self.apply_as, self.normalize)
-        if term.name == "focal":
+        if name == "focal":
             if params["alpha"] is not None:
                 alpha = fixed_alpha_weight(target.float(), params["alpha"])
                 return weighted_bce(logits, target, valid, alpha, "weight", self.normalize, params["gamma"])
             return weighted_bce(logits, target, valid, weight, self.apply_as, self.normalize, params["gamma"])
-        if term.name == "dice":
+        if name == "dice":
             return soft_dice_loss(logits, target, valid, params["form"], params["smooth"]), None
-        if term.name == "tversky":
+        if name == "tversky":
             loss = tversky_loss(
                 logits,
                 target,
@@ -116,6 +118,6 @@ class Criterion(nn.Module):
                 params["smooth"],
             )
             return loss, None
-        if term.name == "lovasz":  # training targets are 0/1 by construction: no per-step label check (a sync)
+        if name == "lovasz":  # training targets are 0/1 by construction: no per-step label check (a sync)
             return lovasz_hinge(logits, target, valid, params["form"], check_labels=False), None
-        raise ValueError(f"unknown loss term {term.name!r}")
+        raise ValueError(f"unknown loss term {name!r}")
