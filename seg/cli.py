@@ -13,10 +13,13 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from seg.errors import ConfigError, DataError, TrainingDiverged
+from seg.errors import ConfigError, DataError, PeerFailed, TrainingDiverged, exit_code
+from seg.launch import environment_rank
 from seg.provenance import record_command
 
 USER_ERRORS = (ConfigError, DataError)
+# Under torchrun every process raises these alike (a bad config, a collective divergence): rank 0 reports them.
+SAME_ON_EVERY_RANK = (ConfigError, TrainingDiverged)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -66,8 +69,21 @@ def _one_line(err: BaseException) -> str:
     return text if len(text) <= 600 else text[:600] + " ..."
 
 
+def _report(err: BaseException, debug: bool, message: str) -> None:
+    """Print ``message`` (the traceback too with --debug), unless another process of the job reports it."""
+    if environment_rank() > 0 and isinstance(err, SAME_ON_EVERY_RANK):
+        return
+    if debug:
+        traceback.print_exc()
+    print(message, file=sys.stderr)
+
+
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Run ``main(argv)`` and map errors to exit codes: user mistakes -> 2, divergence -> 3, else 1."""
+    """Run ``main(argv)`` and map errors to exit codes: user mistakes -> 2, divergence -> 3, else 1.
+
+    Under torchrun, an error every process raises alike is printed by rank 0 only, and a process whose
+    peer failed (:class:`PeerFailed`) exits with the peer's code, silently.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     module = sys.modules.get(getattr(main, "__module__", ""))
@@ -77,16 +93,11 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
         return int(main(argv) or 0)
     except SystemExit as exit_:  # --help, or a library calling sys.exit
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-    except USER_ERRORS as err:
-        if debug:
-            traceback.print_exc()
-        print(f"error: {_one_line(err)}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as err:
-        if debug:
-            traceback.print_exc()
-        print(f"error: {_one_line(err)}", file=sys.stderr)
-        return 3
+    except PeerFailed as err:
+        return err.code
+    except (*USER_ERRORS, TrainingDiverged) as err:
+        _report(err, debug, f"error: {_one_line(err)}")
+        return exit_code(err)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from seg.data.dataset import SegmentationDataset, pad_collate
 from seg.data.reading import read_image
+from seg.distributed import all_reduce_counts, all_reduce_max, first_bad_step, world_size
 from seg.errors import TrainingDiverged
 from seg.losses import Criterion, WeightSums
 from seg.scoring.metrics import confusion_counts, dice_score, to_float
@@ -113,16 +114,21 @@ def train_one_epoch(
         steps += 1
     bar.close()
     raise_if_diverged(first_bad)
-    if counts is None:
+    if counts is None or sums is None:
         raise ValueError("train_one_epoch: the loader yielded no batch")
+    # under DDP: sums over every rank's share of the global batches (one collective each, once per epoch)
+    for total in (loss_sum, term_sum, counts, channel_weight_sum, *sums.as_tuple()):
+        all_reduce_counts(total)
+    all_reduce_max(map_max)
+    shares = max(steps, 1) * world_size()  # per-rank means of each step, averaged over ranks as DDP does
     return {
-        "loss": float(loss_sum) / max(steps, 1),
-        "terms": dict(zip(criterion.term_names, (float(v) / max(steps, 1) for v in term_sum.cpu()), strict=True)),
+        "loss": float(loss_sum) / shares,
+        "terms": dict(zip(criterion.term_names, (float(v) / shares for v in term_sum.cpu()), strict=True)),
         "dice": to_float(dice_score(counts[None].cpu(), "macro")),
         "sums": sums,
         "map_max": float(map_max),
         "steps": steps,
-        "mean_channel_weight": [float(w) / max(steps, 1) for w in channel_weight_sum.flatten().cpu()]
+        "mean_channel_weight": [float(w) / shares for w in channel_weight_sum.flatten().cpu()]
         if channel_weight_sum.dim()
         else None,
     }
@@ -146,6 +152,8 @@ def evaluate(model: torch.nn.Module, loader, evaluator: Evaluator, options: Step
         loss_sum += (loss * batch["valid"]).sum()
         pixels += batch["valid"].sum() * logits.shape[1]
         evaluator.update(logits, batch["target"], batch["valid"], batch.get("index"))
+    all_reduce_counts(loss_sum)  # under DDP: every rank's images
+    all_reduce_counts(pixels)
     return float(loss_sum / pixels.clamp(min=1))
 
 
@@ -226,9 +234,9 @@ def effective_weights(sums: WeightSums | None, num_channels: int) -> list[float]
 
 
 def raise_if_diverged(first_bad: torch.Tensor) -> None:
-    """Raise :class:`NonFiniteLoss` if a non-finite loss was seen (one host sync); the caller adds
-    the epoch and the last good checkpoint to the message."""
-    step = int(first_bad)
+    """Raise :class:`NonFiniteLoss` if a non-finite loss was seen (one host sync; under DDP on any rank,
+    so that every rank stops together); the caller adds the epoch and the last good checkpoint."""
+    step = first_bad_step(first_bad)
     if step >= 0:
         raise NonFiniteLoss(step)
 

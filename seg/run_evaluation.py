@@ -35,6 +35,7 @@ from seg.config import Config, ConfigError, mask_spec, read_run_config
 from seg.data.dataset import SegmentationDataset, pad_collate
 from seg.data.folders import Splits
 from seg.data.transforms import eval_transform
+from seg.distributed import resolve_device
 from seg.engine import StepOptions, evaluate, overlay_examples
 from seg.errors import DataError
 from seg.files import strict, write_json_atomic, write_text_atomic
@@ -48,7 +49,6 @@ from seg.run_data import data_splits, needs_instance_files, structure_settings
 from seg.scoring.thresholds import log_q
 from seg.scoring.validation import Evaluator
 from seg.tracking import Tracker
-from seg.training import resolve_device
 
 SPLITS = ("val", "test")
 CHECKPOINTS = ("best", "last")

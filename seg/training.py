@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 import traceback
@@ -23,11 +22,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from seg import checkpoint, schedule
 from seg.config import Config, ConfigError, config_to_dict, expand_path, replace, save_config
 from seg.data.counts import read_mask_stats
 from seg.data.dataset import SegmentationDataset, pad_collate
+from seg.data.shards import GlobalBatchShard, validation_batches
+from seg.distributed import Job, broadcast_buffers, check_global_batch, session
 from seg.engine import (
     NonFiniteLoss,
     StepOptions,
@@ -57,16 +59,8 @@ from seg.run_files import (
 )
 from seg.scoring.thresholds import log_q
 from seg.scoring.validation import Evaluator
-from seg.tracking import append_metrics, truncate_metrics
+from seg.tracking import Tracker, append_metrics, truncate_metrics
 from seg.weighting.registry import build_strategy, check_config
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device: cuda requested but no CUDA device is available (use auto or cpu)")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -88,70 +82,107 @@ def build_criterion(cfg: Config, data: RunData) -> tuple[Criterion, dict]:
     return Criterion(strategy, cfg.loss.apply_as, cfg.loss.normalize, cfg.loss.terms), source
 
 
-def _loader(dataset, batch_size: int, shuffle: bool, workers: int, seed: int):
-    generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        num_workers=workers,
-        collate_fn=pad_collate,
-        generator=generator,
-        drop_last=shuffle,
-        persistent_workers=False,
-    )
-
-
 def _better(value: float | None, best: float) -> bool:
     return value is not None and not math.isnan(value) and value > best
 
 
 def fit(cfg: Config, progress: bool = True) -> dict:
-    """Train (or resume, or report a finished run) and return summary.json's content."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError(
-            "torchrun with several processes: multi-process (DDP) training is not implemented yet; "
-            "run python scripts/train.py (one process) instead"
-        )
+    """Train (or resume, or report a finished run) and return summary.json's content.
+
+    Under torchrun (several processes) every process calls it: rank 0 checks and counts the data and
+    alone reads and writes the run directory; the model trains with DistributedDataParallel.
+    """
+    with session(cfg.train.device, cfg.train.dist_backend) as job:
+        return _fit(cfg, job, progress)
+
+
+@dataclass
+class Plan:
+    """What rank 0 found before training: the config with its splits, the data, where the run goes,
+    and the summary of a run that is already finished (None otherwise)."""
+
+    cfg: Config
+    data: RunData
+    run_dir: Path
+    finished: dict | None
+
+
+def _plan(cfg: Config, world: int, progress: bool) -> Plan:
+    check_global_batch(cfg.train.batch_size, world)
     check_config(cfg)
     data = prepare_data(cfg, progress=progress)
     cfg = replace(cfg, data={"val_stems": data.val_stems, "test_stems": data.test_stems})
-    device = resolve_device(cfg.train.device)
     run_dir = run_directory(cfg)
     resume = check_resume(cfg, run_dir)
     if resume:
         print(f"{run_dir}: already trained for {resume['epochs_completed']} epochs; summary.json holds the results")
-        return resume
-    criterion, stats_source = build_criterion(cfg, data)
-    loaders = Loaders.build(cfg, data)
-    seed_everything(cfg.run.seed)
-    model = build_model(cfg.model.arch, cfg.model.encoder, cfg.model.encoder_weights, cfg.num_classes)
-    existed = run_dir.is_dir()
-    make_run_directory(run_dir)
-    (run_dir / FAILED).unlink(missing_ok=True)
+    return Plan(cfg, data, run_dir, resume or None)
+
+
+def _fit(cfg: Config, job: Job, progress: bool) -> dict:
+    plan = job.share(lambda: _plan(cfg, job.world, progress))
+    if plan.finished is not None:
+        return plan.finished
+    cfg, data, run_dir = plan.cfg, plan.data, plan.run_dir
+
+    def build() -> tuple[Criterion, dict, Loaders, torch.nn.Module]:
+        criterion, stats_source = build_criterion(cfg, data)
+        loaders = Loaders.build(cfg, data, job)
+        seed_everything(cfg.run.seed)
+        model = build_model(cfg.model.arch, cfg.model.encoder, cfg.model.encoder_weights, cfg.num_classes)
+        return criterion, stats_source, loaders, model
+
+    criterion, stats_source, loaders, model = job.main_first(build)
+    existed = job.share(lambda: _open_run_directory(run_dir))
     try:
-        return _train(cfg, loaders, model, criterion, stats_source, device, run_dir, progress)
+        return _train(cfg, loaders, model, criterion, stats_source, job, run_dir, progress and job.main)
     except BaseException as err:
-        if not (existed and isinstance(err, ConfigError)):  # a refused resume leaves the run as it was
+        # a refused resume leaves the run as it was; only rank 0 writes
+        if job.main and not (existed and isinstance(err, ConfigError)):
             write_text_atomic(run_dir / FAILED, "".join(traceback.format_exception(err)))
         raise
 
 
+def _open_run_directory(run_dir: Path) -> bool:
+    """Create the run directory and clear its FAILED marker; whether it existed."""
+    existed = run_dir.is_dir()
+    make_run_directory(run_dir)
+    (run_dir / FAILED).unlink(missing_ok=True)
+    return existed
+
+
 @dataclass
 class Loaders:
-    """The datasets and loaders of a run, and the steps per epoch (checked before anything is written)."""
+    """The datasets and loaders of a run (this process's share), and the steps per epoch (checked before
+    anything is written; the same for any number of processes)."""
 
     train_set: SegmentationDataset
     val_set: SegmentationDataset
     train: torch.utils.data.DataLoader
     val: torch.utils.data.DataLoader
+    shard: GlobalBatchShard
     steps_per_epoch: int
 
     @classmethod
-    def build(cls, cfg: Config, data: RunData) -> Loaders:
+    def build(cls, cfg: Config, data: RunData, job: Job) -> Loaders:
         train_set, val_set = build_datasets(cfg, data, expand_path(cfg.run.out_dir) / ".cache" / "weightmaps")
-        train_loader = _loader(train_set, cfg.train.batch_size, True, cfg.data.num_workers, cfg.run.seed)
-        val_loader = _loader(val_set, cfg.train.batch_size, False, cfg.data.num_workers, 0)
+        batch, workers = cfg.train.batch_size, cfg.data.num_workers
+        shard = GlobalBatchShard(len(train_set), batch, cfg.run.seed, job.rank, job.world)
+        train_loader = torch.utils.data.DataLoader(
+            train_set,
+            batch_size=shard.per_rank,
+            sampler=shard,
+            num_workers=workers,
+            collate_fn=pad_collate,
+            generator=torch.Generator().manual_seed(cfg.run.seed),  # the workers' base seed, not the global RNG
+            drop_last=True,
+        )
+        val_loader = torch.utils.data.DataLoader(
+            val_set,
+            batch_sampler=validation_batches(len(val_set), batch, job.rank, job.world),
+            num_workers=workers,
+            collate_fn=pad_collate,
+        )
         steps = (
             len(train_loader)
             if cfg.train.max_steps_per_epoch is None
@@ -162,7 +193,7 @@ class Loaders:
                 f"train.batch_size: {cfg.train.batch_size} is larger than the {len(train_set)} "
                 "training items per epoch (drop_last); lower it or raise data.samples_per_epoch"
             )
-        return cls(train_set, val_set, train_loader, val_loader, steps)
+        return cls(train_set, val_set, train_loader, val_loader, shard, steps)
 
 
 def _train(
@@ -171,12 +202,12 @@ def _train(
     model: torch.nn.Module,
     criterion: Criterion,
     stats_source: dict,
-    device: torch.device,
+    job: Job,
     run_dir: Path,
     progress: bool,
 ) -> dict:
     train_set, val_set, train_loader, val_loader = loaders.train_set, loaders.val_set, loaders.train, loaders.val
-    steps_per_epoch = loaders.steps_per_epoch
+    steps_per_epoch, device = loaders.steps_per_epoch, job.device
     model = model.to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -186,7 +217,7 @@ def _train(
     names = list(cfg.data.classes)
     state: dict[str, Any] = {"epoch": 0, "best_dice": -math.inf, "best_epoch": None, "epoch_times": []}
     last_path, best_path = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
-    saved = checkpoint.load(last_path, device) if last_path.is_file() else None
+    saved = job.share(lambda: checkpoint.load(last_path) if last_path.is_file() else None)  # rank 0 reads it
     if saved is None:
         lr_schedule = schedule.first_segment(cfg.train.epochs, cfg.train.lr)
         scheduler = schedule.cosine(optimizer, lr_schedule[0], steps_per_epoch)
@@ -198,17 +229,20 @@ def _train(
             optimizer, saved, state["epoch"], cfg.train.epochs, steps_per_epoch, cfg.run.name
         )
         load_criterion_state(criterion, saved)
-        print(f"resuming {run_dir.name} from epoch {state['epoch']}")
-    save_config(cfg, run_dir / "config.yaml")
+        if job.main:
+            print(f"resuming {run_dir.name} from epoch {state['epoch']}")
+    if job.main:
+        save_config(cfg, run_dir / "config.yaml")
     if saved is not None and state["epoch"] >= cfg.train.epochs:  # killed after last.pt, before summary.json
         if "summary" not in saved:
             raise ConfigError(
                 f"{last_path}: written by an older seg without the run summary; nothing left to "
                 "train at this train.epochs: raise it to continue, or train a new run"
             )
-        return finish(cfg, json.loads(saved["summary"]), run_dir, device, None, name)
-    truncate_metrics(run_dir / "metrics.jsonl", state["epoch"])
-    tracker = open_tracker(cfg, run_dir, provenance(str(device)), name)
+        summary = json.loads(saved["summary"])
+        return finish(cfg, summary, run_dir, device, None, name) if job.main else summary
+    net = model if job.world == 1 else DistributedDataParallel(model, device_ids=_device_ids(device))
+    tracker = _tracker(cfg, job, run_dir, name, state["epoch"])
     options = StepOptions(
         device,
         amp=cfg.train.amp,
@@ -220,10 +254,10 @@ def _train(
     for epoch in range(state["epoch"] + 1, cfg.train.epochs + 1):
         start = time.perf_counter()
         train_set.set_epoch(epoch)
-        train_loader.generator.manual_seed(cfg.run.seed * 100_003 + epoch)
+        loaders.shard.set_epoch(epoch)
         try:
             train = train_one_epoch(
-                model,
+                net,
                 train_loader,
                 optimizer,
                 scheduler,
@@ -234,7 +268,7 @@ def _train(
         except NonFiniteLoss as err:
             tracker.finish()
             raise diverged(epoch, f"step {err.step} of {steps_per_epoch}", state, last_path) from None
-        if not all_finite(model):
+        if not all_finite(model):  # the same on every rank: DDP keeps the weights equal
             tracker.finish()
             raise diverged(
                 epoch,
@@ -242,6 +276,7 @@ def _train(
                 state,
                 last_path,
             )
+        broadcast_buffers(model)  # every rank evaluates the model rank 0 saves (its BatchNorm statistics)
         effective = effective_weights(train["sums"], len(names))
         final = structure_settings(cfg, val_set.samples) if epoch == cfg.train.epochs else None
         evaluator = Evaluator.from_config(cfg.metrics, len(names), device, log_q(effective), structure=final)
@@ -252,15 +287,20 @@ def _train(
         state["val_curve"] = dice_curve(state.get("val_curve"), val)
         mean_weight = float(train["sums"].mean_applied_weight()) if train["sums"] is not None else 1.0
         row = epoch_row(epoch, train, val_loss, val, names, effective, mean_weight, scheduler.get_last_lr()[0], seconds)
+        state["epoch"] = epoch
+        improved = _better(val["dice"], state["best_dice"]) or state["best_epoch"] is None
+        if improved:
+            state["best_dice"], state["best_epoch"] = val["dice"] if val["dice"] is not None else -math.inf, epoch
+        summary = build_summary(cfg, criterion, effective, train, val, state, stats_source, lr_schedule)
+        if not job.main:
+            continue
         append_metrics(run_dir / "metrics.jsonl", row)
         tracker.log(row, step=epoch)
         print(
             f"epoch {epoch}/{cfg.train.epochs}: train/loss {train['loss']:.4f}  val/loss {val_loss:.4f}  "
             f"val/dice {_fmt(val['dice'])}  val/iou {_fmt(val['iou'])}  ({seconds:.1f}s)"
         )
-        state["epoch"] = epoch
-        if _better(val["dice"], state["best_dice"]) or state["best_epoch"] is None:
-            state["best_dice"], state["best_epoch"] = val["dice"] if val["dice"] is not None else -math.inf, epoch
+        if improved:
             checkpoint.save_atomic(
                 {
                     "model": model.state_dict(),
@@ -270,7 +310,6 @@ def _train(
                 },
                 best_path,
             )
-        summary = build_summary(cfg, criterion, effective, train, val, state, stats_source, lr_schedule)
         checkpoint.save_atomic(
             {
                 "model": model.state_dict(),
@@ -293,7 +332,19 @@ def _train(
                 step=epoch,
             )
     assert summary is not None  # the loop ran: train.epochs > state["epoch"] here
-    return finish(cfg, summary, run_dir, device, tracker, name)
+    return finish(cfg, summary, run_dir, device, tracker, name) if job.main else summary
+
+
+def _device_ids(device: torch.device) -> list[int] | None:
+    return [device.index] if device.type == "cuda" and device.index is not None else None
+
+
+def _tracker(cfg: Config, job: Job, run_dir: Path, strategy_name: str, epoch: int) -> Tracker:
+    """Rank 0's W&B run, and its metrics.jsonl cut back to the checkpoint's ``epoch``; nothing on the others."""
+    if not job.main:
+        return Tracker(run_dir, "disabled", cfg.logging.wandb.project, None, cfg.run.name, {})
+    truncate_metrics(run_dir / "metrics.jsonl", epoch)
+    return open_tracker(cfg, run_dir, provenance(str(job.device)), strategy_name)
 
 
 def _fmt(value: float | None) -> str:

@@ -291,3 +291,17 @@ def binary_batch(positives: int) -> dict:
     target = torch.zeros(1, 1, 2, 2)
     target.view(-1)[:positives] = 1
     return {"target": target, "valid": torch.ones(1, 1, 2, 2, dtype=torch.bool)}
+
+
+def interrupt_after_epoch(monkeypatch, epoch: int) -> None:
+    """Stop the process right after ``epoch``'s last.pt is written (Ctrl-C, or a kill)."""
+    from seg import checkpoint
+
+    original = checkpoint.save_atomic
+
+    def save(state, path):
+        original(state, path)
+        if path.name == "last.pt" and state["state"]["epoch"] == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save_atomic", save)

@@ -236,7 +236,19 @@ CASES = [
         ],
         "f.txt is a file",
     ),
-    Case("torchrun-several-processes", "train", lambda c: c.train(), "DDP", env={"WORLD_SIZE": "2"}),
+    Case(
+        "several-processes-without-torchrun",
+        "train",
+        lambda c: c.train(),
+        "WORLD_SIZE=2 is set but MASTER_ADDR is not",
+        env={"WORLD_SIZE": "2"},
+    ),
+    Case(
+        "global-batch-not-divisible",
+        "train",
+        lambda c: c.train("train.batch_size=3", "--nproc", "2"),
+        "train.batch_size: 3 does not divide by the 2 processes",
+    ),
     Case("unknown-flag", "train", lambda c: c.train("--epochs", "3"), "unrecognized arguments: --epochs"),
     Case("no-config-flag", "train", lambda c: [], "the following arguments are required: --config"),
     # ---- data

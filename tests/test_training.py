@@ -15,7 +15,7 @@ import os
 
 import pytest
 import torch
-from conftest import REPO, TINY_TRAIN
+from conftest import REPO, TINY_TRAIN, interrupt_after_epoch
 
 from seg import checkpoint
 from seg.apps import evaluate as evaluate_app
@@ -30,18 +30,6 @@ def train(out, root, *args):
         train_app.main,
         ["--config", str(REPO / "configs" / "synthetic.yaml"), f"run.out_dir={out}", f"data.root={root}", *TINY, *args],
     )
-
-
-def interrupt_after_epoch(monkeypatch, epoch: int) -> None:
-    """Stop the process right after ``epoch``'s last.pt is written (Ctrl-C, or a kill)."""
-    original = checkpoint.save_atomic
-
-    def save(state, path):
-        original(state, path)
-        if path.name == "last.pt" and state["state"]["epoch"] == epoch:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(checkpoint, "save_atomic", save)
 
 
 def rows(run):

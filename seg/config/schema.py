@@ -143,6 +143,7 @@ class TrainConfig(_Section):
     lr: PositiveFloat
     weight_decay: NonNegativeFloat
     device: Literal["auto", "cpu", "cuda"]
+    dist_backend: Literal["auto", "gloo", "nccl"]
     amp: bool
     channels_last: bool
     max_steps_per_epoch: Positive | None

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from seg.distributed import merge_dicts
 from seg.scoring.structure import image_structure, mean_structure
 
 NOTE = (
@@ -92,7 +93,8 @@ class StructureAccumulator:
         {dataset index: {key: mean over channels}} for the per-image statistics of the comparison."""
         by_threshold, per_image = {}, {}
         for policy, probabilities in thresholds.items():
-            scores = self.per_image(torch.logit(probabilities.double()), class_names)
+            scores = merge_dicts(self.per_image(torch.logit(probabilities.double()), class_names))  # DDP: all ranks
+            scores = dict(sorted(scores.items()))  # dataset order, whichever rank scored an image
             per_channel = {name: mean_structure([scores[i][name] for i in scores]) for name in class_names}
             by_threshold[policy] = {"mean": _channel_mean(list(per_channel.values())), "per_channel": per_channel}
             per_image[policy] = {i: _channel_mean(list(channels.values())) for i, channels in scores.items()}
@@ -100,7 +102,7 @@ class StructureAccumulator:
             "metrics": list(self.settings.metrics),
             "objects_from": self.settings.objects_from,
             "connectivity": self.settings.connectivity,
-            "num_images": len(self.images),
+            "num_images": len(scores),
             "note": NOTE,
             "by_threshold": by_threshold,
         }

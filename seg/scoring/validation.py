@@ -264,23 +264,32 @@ class Evaluator:
         return {name: all_reduce_counts(sums.clone()).cpu() for name, sums in self.ece.items()}
 
     def collect(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Per-image counts [N,C,4] (CPU, images of all ranks) and probability thresholds
-        (C,) float64 under each policy; the tuned search runs here, on the summed histograms."""
+        """Per-image counts [N,C,4] (CPU, images of all ranks, in dataset index order) and probability
+        thresholds (C,) float64 under each policy; the tuned search runs here, on the summed histograms."""
         c, slots = self.num_channels, self.boundaries.numel() + 1
-        counts = {name: self._gathered(name, (c, 4), torch.long).cpu() for name in ("0.5", "prior_corrected")}
+        order = self._order()
+
+        def gathered(name: str, trailing: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+            return self._gathered(name, trailing, dtype).cpu()[order]
+
+        counts = {name: gathered(name, (c, 4), torch.long) for name in ("0.5", "prior_corrected")}
         thresholds = {
             "0.5": torch.full((c,), 0.5, dtype=torch.float64),
             "prior_corrected": torch.sigmoid(self.log_q.double().flatten().cpu()),
         }
         if self.tuned_thresholds is not None:
-            counts["tuned"] = self._gathered("tuned", (c, 4), torch.long).cpu()
+            counts["tuned"] = gathered("tuned", (c, 4), torch.long)
             thresholds["tuned"] = self.tuned_thresholds.double().flatten()
         else:
-            histograms = self._gathered("histograms", (c, 2, slots), torch.int32).cpu()
+            histograms = gathered("histograms", (c, 2, slots), torch.int32)
             index = best_threshold_indices(histograms.long().sum(dim=0))
             counts["tuned"] = counts_at(histograms, index)
             thresholds["tuned"] = self.grid[index]
         return counts, thresholds
+
+    def _order(self) -> torch.Tensor:
+        """The permutation that puts the gathered rows (rank order under DDP) in dataset index order."""
+        return torch.argsort(self._gathered("index", (), torch.long).cpu(), stable=True)
 
     def compute(self, class_names: list[str], threshold: str | None = None) -> dict:
         """The summary ``val`` block: the chosen threshold's scores (``threshold``, default the
@@ -318,7 +327,7 @@ class Evaluator:
         if self.computed is None:
             raise RuntimeError("Evaluator.per_image needs compute() first")
         counts, structure = self.computed
-        indices = self._gathered("index", (), torch.long).cpu().tolist()
+        indices = self._gathered("index", (), torch.long).cpu()[self._order()].tolist()  # the rows' order
         out: dict[str, dict[str, dict[str, float | None]]] = {}
         for policy in POLICIES:
             dice = dice_from_counts(counts[policy], self.empty).nanmean(dim=1)

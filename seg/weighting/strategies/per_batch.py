@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from seg.distributed import all_reduce_counts
 from seg.weighting.formulas import batch_counts, ema_blend, per_batch_pos_weight
 from seg.weighting.registry import Strategy, dataset_pos_weight, register, warn_empty_channels
 
@@ -39,12 +40,9 @@ class PerBatch(Strategy):
         self.register_buffer("dataset_pos_weight", fallback)
         self.register_buffer("previous", torch.zeros_like(fallback))
         self.register_buffer("has_previous", torch.zeros((), dtype=torch.bool))
-        self.all_reduce = torch.distributed.is_available() and torch.distributed.is_initialized()
 
     def batch_weight(self, batch: dict) -> torch.Tensor:
-        counts = batch_counts(batch["target"], batch["valid"])
-        if self.all_reduce:
-            torch.distributed.all_reduce(counts)
+        counts = all_reduce_counts(batch_counts(batch["target"], batch["valid"]))  # DDP: the global batch
         weight = per_batch_pos_weight(counts, self.dataset_pos_weight, self.negatives, self.clamp)
         if self.ema is not None:
             weight = torch.where(self.has_previous, ema_blend(self.previous, weight, self.ema), weight)
