@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from seg.errors import ConfigError, PeerFailed, exit_code
 from seg.launch import environment_world
 
 CONTROL_TIMEOUT_S = 120  # no answer from a rank within this: it failed or hung; the others stop
+# how a collective fails when another process of the job has died (gloo, NCCL): that process printed why
+PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "communicator was aborted")
 BACKENDS = ("auto", "gloo", "nccl")
 
 T = TypeVar("T")
@@ -82,8 +85,8 @@ class Job:
     def main_first(self, fn: Callable[[], T]) -> T:
         """``fn()`` on rank 0, then (once it succeeded) on the other ranks: each rank's own result.
 
-        For work every rank does for itself whose refusals are the same everywhere (building the
-        loss, the loaders, the model): reported once, by rank 0.
+        For work every rank does for itself whose refusals and warnings are the same everywhere (building
+        the loss, the loaders, the model): reported once, by rank 0.
         """
         box: list[Any] = []
 
@@ -91,7 +94,11 @@ class Job:
             box.append(fn())
 
         self.share(on_main if self.main else lambda: None)
-        return box[0] if self.main else fn()
+        if self.main:
+            return box[0]
+        with warnings.catch_warnings():  # rank 0 showed them
+            warnings.simplefilter("ignore")
+            return fn()
 
 
 def check_global_batch(batch_size: int, world: int) -> None:
@@ -148,10 +155,21 @@ def session(device_name: str, backend: str = "auto") -> Iterator[Job]:
     _control = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=CONTROL_TIMEOUT_S))
     try:
         yield Job(dist.get_rank(), dist.get_world_size(), device)
+    except RuntimeError as err:
+        if peer_gone(err):  # the failing process printed its one line; this one adds nothing
+            raise PeerFailed(1) from err
+        raise
     finally:
         _control = None
         if owned and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def peer_gone(err: BaseException) -> bool:
+    """Whether ``err`` is a collective failing because another process of the job stopped."""
+    return isinstance(err, dist.DistNetworkError) or (
+        isinstance(err, RuntimeError) and any(text in str(err) for text in PEER_GONE)
+    )
 
 
 def all_reduce_counts(tensor: torch.Tensor) -> torch.Tensor:

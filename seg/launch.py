@@ -64,7 +64,16 @@ def launch(nproc: int, module: str, argv: list[str]) -> int:
     try:
         elastic_launch(config, sys.executable)("-m", module, *argv)
     except ChildFailedError as err:
-        _, failure = err.get_first_failure()
-        code = failure.exitcode
-        return code if code > 0 else 128 - code  # killed by signal s: exitcode -s, reported as 128 + s
+        return reported_code([err.failures[rank].exitcode for rank in sorted(err.failures)])
     return 0
+
+
+def reported_code(codes: list[int]) -> int:
+    """The job's exit code from its failed processes' codes (in rank order): the first specific one (2 bad
+    input, 3 diverged, ...) over 1 (an error, or a process whose peer failed) over a signal (the first: -s is 128 + s)."""
+    specific = [code for code in codes if code > 1]
+    if specific:
+        return specific[0]
+    if 1 in codes:
+        return 1
+    return 128 - codes[0] if codes[0] < 0 else codes[0]

@@ -32,8 +32,8 @@ from conftest import REPO, TINY_TRAIN, interrupt_after_epoch, write_png
 
 from seg.apps import train as train_app
 from seg.cli import run_main
-from seg.config import read_run_config
-from seg.data.shards import epoch_seed
+from seg.config import load_config, read_run_config
+from seg.data.shards import GlobalBatchShard, epoch_seed
 from seg.run_data import build_datasets, prepare_data
 from seg.run_evaluation import evaluate_run
 
@@ -258,6 +258,28 @@ def test_nproc_exits_with_the_failing_process_code_and_one_line(tmp_path, bad_ro
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == error_lines(done.stderr) and len(error_lines(done.stderr)) == 1
     assert message in done.stderr and not (tmp_path / "bad").exists()
+
+
+def test_a_failure_in_one_process_stops_every_process_with_its_one_line(tmp_path, synthetic_root):
+    """An image only rank 1 reads in the first step is unreadable (its header is whole, so the checks
+    before training pass): rank 1 prints its one line; rank 0, whose collective then fails, prints nothing."""
+    root = Path(shutil.copytree(synthetic_root, tmp_path / "data"))
+    overrides = [*DDP, "data.samples_per_epoch=8", f"data.root={root}", "logging.wandb.mode=disabled"]
+    cfg = load_config(CONFIG, [o for o in overrides if o != "--no-progress"])
+    samples = prepare_data(cfg, progress=False).train_samples
+    first = []
+    for rank in (0, 1):
+        shard = GlobalBatchShard(cfg.data.samples_per_epoch, cfg.train.batch_size, cfg.run.seed, rank, 2)
+        shard.set_epoch(1)
+        first.append({i % len(samples) for i in list(shard)[: shard.per_rank]})
+    victim = samples[min(first[1] - first[0])].image
+    victim.write_bytes(victim.read_bytes()[:400])
+    args = [str(REPO / "scripts" / "train.py"), "--config", *command(tmp_path, root, "broken", *overrides)]
+    done = subprocess.run([sys.executable, *args, "--nproc", "2"], capture_output=True, text=True, env=_env())
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: {victim}: cannot read the image (missing, corrupt or not an image file)"
+    ]
 
 
 def test_nproc_trains_like_torchrun(tmp_path, synthetic_root):
