@@ -70,7 +70,8 @@ def launch(nproc: int, module: str, argv: list[str]) -> int:
 
 def reported_code(codes: list[int]) -> int:
     """The job's exit code from its failed processes' codes (in rank order): the first specific one (2 bad
-    input, 3 diverged, ...) over 1 (an error, or a process whose peer failed) over a signal (the first: -s is 128 + s)."""
+    input, 3 diverged, ...) over 1 (an error, or a process whose peer failed) over a signal (the first;
+    -s is reported as 128 + s)."""
     specific = [code for code in codes if code > 1]
     if specific:
         return specific[0]
