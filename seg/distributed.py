@@ -183,6 +183,30 @@ def all_reduce_counts(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """Sum over ranks whose gradient is the sum over ranks of the gradients (each rank holds a copy of
+    the summed loss, so the job's objective is their sum; DDP's averaging then leaves the gradient of one)."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        out = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
+def global_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` summed over DDP ranks, differentiably: a loss built from such sums is the loss of the
+    global batch on every rank, and (after DDP averages the gradients) its gradient is the global batch's.
+    A no-op outside DDP. Every rank must call it, in the same order."""
+    return _SumOverRanks.apply(tensor) if _distributed() else tensor
+
+
 def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
     """The elementwise maximum of ``tensor`` over DDP ranks, in place; a no-op outside DDP."""
     if _distributed():

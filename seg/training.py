@@ -29,7 +29,7 @@ from seg.config import Config, ConfigError, config_to_dict, expand_path, replace
 from seg.data.counts import read_mask_stats
 from seg.data.dataset import SegmentationDataset, pad_collate
 from seg.data.shards import GlobalBatchShard, validation_batches
-from seg.distributed import Job, broadcast_buffers, check_global_batch, session
+from seg.distributed import Job, broadcast_buffers, check_global_batch, global_sum, session
 from seg.engine import (
     NonFiniteLoss,
     StepOptions,
@@ -69,9 +69,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_criterion(cfg: Config, data: RunData) -> tuple[Criterion, dict]:
+def build_criterion(cfg: Config, data: RunData, world: int = 1) -> tuple[Criterion, dict]:
     """The loss of the run, its strategy built from the training split's counts or from loss.stats_file;
-    and where the counts came from (summary.json's stats_source, stats_sha256)."""
+    and where the counts came from (summary.json's stats_source, stats_sha256). With several processes
+    the loss is the global batch's (its sums are summed over the processes)."""
     counts = data.train_counts
     source = {"stats_source": "training split"}
     if cfg.loss.stats_file:
@@ -79,7 +80,8 @@ def build_criterion(cfg: Config, data: RunData) -> tuple[Criterion, dict]:
         stats = read_mask_stats(path, list(cfg.data.classes))
         counts, source = stats.counts, {"stats_source": str(path), "stats_sha256": stats.sha256}
     strategy = build_strategy(cfg.loss, counts, data.spec)
-    return Criterion(strategy, cfg.loss.apply_as, cfg.loss.normalize, cfg.loss.terms), source
+    reduce = global_sum if world > 1 else None
+    return Criterion(strategy, cfg.loss.apply_as, cfg.loss.normalize, cfg.loss.terms, reduce), source
 
 
 def _better(value: float | None, best: float) -> bool:
@@ -126,7 +128,7 @@ def _fit(cfg: Config, job: Job, progress: bool) -> dict:
     cfg, data, run_dir = plan.cfg, plan.data, plan.run_dir
 
     def build() -> tuple[Criterion, dict, Loaders, torch.nn.Module]:
-        criterion, stats_source = build_criterion(cfg, data)
+        criterion, stats_source = build_criterion(cfg, data, job.world)
         loaders = Loaders.build(cfg, data, job)
         seed_everything(cfg.run.seed)
         model = build_model(cfg.model.arch, cfg.model.encoder, cfg.model.encoder_weights, cfg.num_classes)

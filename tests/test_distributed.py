@@ -21,6 +21,7 @@ from seg.distributed import (
     broadcast_buffers,
     check_global_batch,
     first_bad_step,
+    global_sum,
     merge_dicts,
     resolve_device,
     session,
@@ -72,6 +73,10 @@ def _control_collectives(rank: int) -> None:
     assert rank == 0 or raised.value.code == 2
     with pytest.raises(DataError if rank == 0 else PeerFailed):
         job.main_first(refused)
+    x = torch.tensor([1.0 + rank, 2.0], requires_grad=True)
+    total = global_sum(x)  # [1 + 2, 2 + 2]
+    (total**2).sum().backward()  # each rank's copy of the loss: the job's objective is their sum
+    assert total.tolist() == [3.0, 4.0] and x.grad.tolist() == [2 * 2 * 3.0, 2 * 2 * 4.0]
     bn = torch.nn.BatchNorm2d(2)
     bn.running_mean.fill_(float(rank + 1))
     broadcast_buffers(bn)
@@ -101,11 +106,17 @@ def test_outside_ddp_every_collective_is_a_no_op(monkeypatch):
     assert all_reduce_max(torch.tensor([3.0])).tolist() == [3.0]
     assert first_bad_step(torch.tensor(5)) == 5 and first_bad_step(torch.tensor(-1)) == -1
     assert merge_dicts({1: "a"}) == {1: "a"}
+    x = torch.ones(2, requires_grad=True)
+    assert global_sum(x) is x
     with session("cpu") as job:
         assert (job.rank, job.world, job.main, job.device) == (0, 1, True, torch.device("cpu"))
         assert job.share(lambda: 7) == 7 and job.main_first(lambda: 8) == 8
+
+        def refused():
+            raise DataError("x")
+
         with pytest.raises(DataError):
-            job.share(lambda: (_ for _ in ()).throw(DataError("x")))
+            job.share(refused)
 
 
 def test_a_global_batch_that_does_not_divide_by_the_processes_is_a_config_error():

@@ -238,3 +238,81 @@ def test_terms_from_the_config_build_the_criterion(batch):
     loss, _, _ = module(x, {"target": y, "valid": valid})
     bce, _ = weighted_bce(x, y, valid, PER_CHANNEL, cfg.loss.apply_as)
     assert loss.item() == pytest.approx(bce.item() + soft_dice_loss(x, y, valid).item(), rel=1e-6)
+
+
+# ------------------------------------------------------------------- DDP: the loss of the global batch
+
+DDP_CASES = [  # (weighting, terms, apply_as, normalize)
+    ("per_channel", [{"name": "bce"}], "pos_weight", False),
+    ("per_channel", [{"name": "bce"}], "weight", True),
+    ("per_batch", [{"name": "focal", "gamma": 2.0}], "pos_weight", False),
+    ("none", [{"name": "dice"}, {"name": "bce", "weight": 0.5}], "pos_weight", False),
+    ("none", [{"name": "dice", "form": "per_image"}], "pos_weight", False),
+    ("none", [{"name": "tversky", "gamma": 0.75}], "pos_weight", False),
+    ("none", [{"name": "lovasz", "form": "per_image"}], "pos_weight", False),
+]
+
+
+def ddp_case_batch():
+    """4 images; the two halves (one per process) hold different numbers of valid pixels and positives."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 3, 6, 5, generator=g) * 2
+    y = (torch.rand(4, 3, 6, 5, generator=g) > 0.7).float()
+    y[:, :, 0, 0] = 1.0
+    valid = torch.rand(4, 1, 6, 5, generator=g) > 0.1
+    valid[2:, :, :2] = False  # the second half has fewer valid pixels
+    valid[:, :, 0, 0] = True
+    return x, y, valid
+
+
+def ddp_criterion(case, reduce=None):
+    weighting, terms, apply_as, normalize = case
+    return Criterion(strategy(weighting), apply_as, normalize, [LossTerm(**t) for t in terms], reduce)
+
+
+def loss_and_grad(case, x, y, valid, reduce=None):
+    x = x.clone().requires_grad_(True)
+    loss, _, _ = ddp_criterion(case, reduce)(x, {"target": y, "valid": valid})
+    loss.backward()
+    return loss.detach(), x.grad
+
+
+def _ddp_loss_worker(rank: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from seg.distributed import global_sum
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        x, y, valid = ddp_case_batch()
+        half = slice(2 * rank, 2 * rank + 2)
+        results = [loss_and_grad(case, x[half], y[half], valid[half], global_sum) for case in DDP_CASES]
+        torch.save(results, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_under_ddp_every_process_has_the_global_batch_loss_and_its_gradient(tmp_path):
+    """2 gloo processes, each with half of the batch: the loss on each is the whole batch's, and its
+    gradient, once DDP has averaged it over the 2 processes, is the whole batch's gradient."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_loss_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    x, y, valid = ddp_case_batch()
+    for rank in (0, 1):
+        half = slice(2 * rank, 2 * rank + 2)
+        results = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        for case, (loss, grad) in zip(DDP_CASES, results, strict=True):
+            expected_loss, expected_grad = loss_and_grad(case, x, y, valid)
+            assert loss.item() == pytest.approx(expected_loss.item(), rel=1e-5), case
+            assert torch.allclose(grad / 2, expected_grad[half], atol=1e-7, rtol=1e-4), case  # DDP: mean of 2
+
+
+def test_without_the_reduction_the_mean_of_the_halves_is_not_the_global_loss():
+    """What the reduction fixes: with unequal halves, the mean of per-half losses differs (so the test
+    above can fail); per_image means over 2 images per half happen to agree."""
+    x, y, valid = ddp_case_batch()
+    for case in DDP_CASES[:4]:
+        halves = [loss_and_grad(case, x[s], y[s], valid[s])[0] for s in (slice(0, 2), slice(2, 4))]
+        whole = loss_and_grad(case, x, y, valid)[0]
+        assert abs((halves[0] + halves[1]).item() / 2 - whole.item()) > 1e-4, case

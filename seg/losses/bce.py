@@ -23,6 +23,7 @@ applied weight, as tensors, without host synchronisation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from seg.weighting.formulas import check_channel_weight
 
 APPLY_AS = ("pos_weight", "weight")
+Reduce = Callable[[torch.Tensor], torch.Tensor]  # sums over the processes of a DDP job (differentiable), or None
 
 
 @dataclass
@@ -86,11 +88,14 @@ def weighted_bce(
     apply_as: str = "pos_weight",
     normalize: bool = False,
     gamma: float = 0.0,
+    reduce: Reduce | None = None,
 ) -> tuple[torch.Tensor, WeightSums]:
     """Weighted BCE over [B,C,H,W] logits (focal loss when ``gamma > 0``); returns (loss (), WeightSums).
 
     weight: None, a 0-d scalar, a (C,1,1) per-channel weight or a [B,1|C,H,W] map
-    (validated: a (C,) tensor is refused). valid: [B,1,H,W] bool or None.
+    (validated: a (C,) tensor is refused). valid: [B,1,H,W] bool or None. reduce: sums the loss's sum and
+    its denominator over the processes of a DDP job (the loss of the global batch); the WeightSums stay
+    this process's.
     """
     if apply_as not in APPLY_AS:
         raise ValueError(f"apply_as must be one of {APPLY_AS}, got {apply_as!r}")
@@ -117,4 +122,7 @@ def weighted_bce(
         denominator = (sums.pos_weight_sum + sums.neg_weight_sum).sum()
     else:
         denominator = mask.sum() * logits.shape[1]
-    return total / denominator.to(total.dtype).clamp(min=1e-12), sums
+    denominator = denominator.to(total.dtype)
+    if reduce is not None:
+        total, denominator = reduce(torch.stack([total, denominator])).unbind()
+    return total / denominator.clamp(min=1e-12), sums

@@ -9,10 +9,11 @@
 - ``lovasz``: one Lovász hinge per channel (:mod:`seg.losses.lovasz`), unweighted.
 
 The loss is sum(weight_i * term_i). Every term is a tensor function over ``valid`` with no host
-synchronisation. ``last_terms`` holds the unweighted value of each term of the last call (detached,
-on the device): the engine adds them up per epoch (``train/loss/<term>`` in metrics.jsonl). The
-:class:`WeightSums` (effective pos_weight, mean applied weight) come from the first weighted term; with
-none, from unit weights.
+synchronisation. Under DDP, ``reduce`` (:func:`seg.distributed.global_sum`) sums each term's sums over
+the processes, so that the loss, on every process, is the global batch's (Lovász ``batch`` excepted).
+``last_terms`` holds the unweighted value of each term of the last call (detached, on the device): the
+engine adds them up per epoch (``train/loss/<term>`` in metrics.jsonl). The :class:`WeightSums` (effective
+pos_weight, mean applied weight) come from the first weighted term; with none, from unit weights.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from seg.config.schema import LossTerm
-from seg.losses.bce import APPLY_AS, WeightSums, weight_sums, weighted_bce
+from seg.losses.bce import APPLY_AS, Reduce, WeightSums, weight_sums, weighted_bce
 from seg.losses.lovasz import lovasz_hinge
 from seg.losses.region import soft_dice_loss, tversky_loss
 
@@ -53,6 +54,7 @@ class Criterion(nn.Module):
         apply_as: str = "pos_weight",
         normalize: bool = False,
         terms: Sequence[LossTerm] = DEFAULT_TERMS,
+        reduce: Reduce | None = None,
     ) -> None:
         super().__init__()
         if apply_as not in APPLY_AS:
@@ -63,6 +65,7 @@ class Criterion(nn.Module):
         self.terms = tuple(terms)
         self._term_parameters = [term.parameters() for term in self.terms]  # defaults filled in once, not per step
         self.last_terms: torch.Tensor | None = None
+        self.reduce = reduce
 
     @property
     def term_names(self) -> list[str]:
@@ -97,15 +100,17 @@ class Criterion(nn.Module):
         valid: torch.Tensor,
         weight: torch.Tensor | None,
     ) -> tuple[torch.Tensor, WeightSums | None]:
+        reduce = self.reduce
         if name == "bce":
-            return weighted_bce(logits, target, valid, weight, self.apply_as, self.normalize)
+            return weighted_bce(logits, target, valid, weight, self.apply_as, self.normalize, reduce=reduce)
         if name == "focal":
+            gamma = params["gamma"]
             if params["alpha"] is not None:
                 alpha = fixed_alpha_weight(target.float(), params["alpha"])
-                return weighted_bce(logits, target, valid, alpha, "weight", self.normalize, params["gamma"])
-            return weighted_bce(logits, target, valid, weight, self.apply_as, self.normalize, params["gamma"])
+                return weighted_bce(logits, target, valid, alpha, "weight", self.normalize, gamma, reduce)
+            return weighted_bce(logits, target, valid, weight, self.apply_as, self.normalize, gamma, reduce)
         if name == "dice":
-            return soft_dice_loss(logits, target, valid, params["form"], params["smooth"]), None
+            return soft_dice_loss(logits, target, valid, params["form"], params["smooth"], reduce), None
         if name == "tversky":
             loss = tversky_loss(
                 logits,
@@ -116,8 +121,9 @@ class Criterion(nn.Module):
                 params["gamma"],
                 params["form"],
                 params["smooth"],
+                reduce,
             )
             return loss, None
         if name == "lovasz":  # training targets are 0/1 by construction: no per-step label check (a sync)
-            return lovasz_hinge(logits, target, valid, params["form"], check_labels=False), None
+            return lovasz_hinge(logits, target, valid, params["form"], check_labels=False, reduce=reduce), None
         raise ValueError(f"unknown loss term {name!r}")

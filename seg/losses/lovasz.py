@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from seg.losses.bce import Reduce
 from seg.losses.region import scored_mean
 
 FORMS = ("batch", "per_image")
@@ -43,8 +44,12 @@ def lovasz_hinge(
     valid: torch.Tensor | None = None,
     form: str = "batch",
     check_labels: bool = True,
+    reduce: Reduce | None = None,
 ) -> torch.Tensor:
-    """Mean over channels (and images for per_image) of the Lovász hinge of [B,C,H,W] logits; () tensor."""
+    """Mean over channels (and images for per_image) of the Lovász hinge of [B,C,H,W] logits; () tensor.
+
+    Under DDP (``reduce``), per_image averages over every process's images; ``batch`` sorts the pixels
+    of this process's share only (one hinge over the global batch would need all its pixels here)."""
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
     logits = logits.float()
@@ -68,4 +73,4 @@ def lovasz_hinge(
     losses = (F.relu(errors_sorted) * grad).sum(dim=-1)
     if form == "batch":
         return losses.mean()
-    return scored_mean(losses.view(b, c), valid)
+    return scored_mean(losses.view(b, c), valid, reduce)

@@ -11,6 +11,8 @@ TP = sum(p*y), FP = sum(p*(1-y)), FN = sum((1-p)*y), and with a smoothing s >= 0
 
 ``form`` says what the sums run over: ``batch`` pools every image of the batch into one sum per
 channel (nnU-Net's ``batch_dice``), ``per_image`` scores each image and channel apart and averages.
+Under DDP, ``reduce`` sums the batch's soft counts (or per_image's sum and count of scores) over the
+processes: the loss is the global batch's.
 
 Empty channels (the rule, pinned by tests): a channel with no positive pixel in what is summed
 (the batch, or the image for per_image) is kept in the mean. Its Dice is s / (sum(p) + s), so with
@@ -25,21 +27,34 @@ from __future__ import annotations
 
 import torch
 
+from seg.losses.bce import Reduce
+
 FORMS = ("batch", "per_image")
 
 
-def scored_mean(losses: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-    """Mean of (C,) or (B, C) ``losses``; for (B, C), over the images with at least one valid pixel."""
-    if losses.dim() == 1 or valid is None:
+def scored_mean(losses: torch.Tensor, valid: torch.Tensor | None, reduce: Reduce | None = None) -> torch.Tensor:
+    """Mean of (C,) or (B, C) ``losses``; for (B, C), over the images with at least one valid pixel (with
+    ``reduce``: over every process's images)."""
+    if losses.dim() == 1:
         return losses.mean()
+    if valid is None:
+        valid = torch.ones_like(losses[:, :1, None, None], dtype=torch.bool)
     scored = (valid.flatten(1).any(dim=1)).to(losses.dtype)[:, None].expand_as(losses)
-    return (losses * scored).sum() / scored.sum().clamp(min=1.0)
+    total, count = (losses * scored).sum(), scored.sum()
+    if reduce is not None:
+        total, count = reduce(torch.stack([total, count])).unbind()
+    return total / count.clamp(min=1.0)
 
 
 def soft_counts(
-    logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None, form: str
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    valid: torch.Tensor | None,
+    form: str,
+    reduce: Reduce | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(TP, FP, FN) soft counts: (C,) for form ``batch``, (B, C) for ``per_image``; float32."""
+    """(TP, FP, FN) soft counts: (C,) for form ``batch`` (with ``reduce``: summed over the processes),
+    (B, C) for ``per_image``; float32."""
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
     probs = torch.sigmoid(logits.float())
@@ -47,8 +62,10 @@ def soft_counts(
     mask = torch.ones_like(probs[:, :1]) if valid is None else valid.to(probs.dtype)
     p, y = probs * mask, target * mask
     dims = (0, 2, 3) if form == "batch" else (2, 3)
-    tp = (p * y).sum(dim=dims)
-    return tp, p.sum(dim=dims) - tp, y.sum(dim=dims) - tp
+    tp, p_sum, y_sum = (p * y).sum(dim=dims), p.sum(dim=dims), y.sum(dim=dims)
+    if reduce is not None and form == "batch":
+        tp, p_sum, y_sum = reduce(torch.stack([tp, p_sum, y_sum])).unbind()
+    return tp, p_sum - tp, y_sum - tp
 
 
 def soft_dice_loss(
@@ -57,11 +74,12 @@ def soft_dice_loss(
     valid: torch.Tensor | None = None,
     form: str = "batch",
     smooth: float = 1.0,
+    reduce: Reduce | None = None,
 ) -> torch.Tensor:
     """1 - soft Dice, averaged over channels (and images for per_image); () tensor."""
-    tp, fp, fn = soft_counts(logits, target, valid, form)
+    tp, fp, fn = soft_counts(logits, target, valid, form, reduce)
     dice = (2.0 * tp + smooth) / (2.0 * tp + fp + fn + smooth).clamp(min=1e-7)
-    return scored_mean(1.0 - dice, valid)
+    return scored_mean(1.0 - dice, valid, reduce)
 
 
 def tversky_loss(
@@ -73,10 +91,11 @@ def tversky_loss(
     gamma: float = 1.0,
     form: str = "batch",
     smooth: float = 1.0,
+    reduce: Reduce | None = None,
 ) -> torch.Tensor:
     """Mean of (1 - Tversky index)^gamma over channels (and images for per_image); () tensor.
 
     alpha weighs false positives, beta false negatives (beta > alpha favours recall)."""
-    tp, fp, fn = soft_counts(logits, target, valid, form)
+    tp, fp, fn = soft_counts(logits, target, valid, form, reduce)
     index = (tp + smooth) / (tp + alpha * fp + beta * fn + smooth).clamp(min=1e-7)
-    return scored_mean((1.0 - index).clamp(min=1e-12) ** gamma, valid)
+    return scored_mean((1.0 - index).clamp(min=1e-12) ** gamma, valid, reduce)
