@@ -30,7 +30,6 @@ from seg.launch import environment_world
 CONTROL_TIMEOUT_S = 120  # no answer from a rank within this: it failed or hung; the others stop
 # how a collective fails when another process of the job has died (gloo, NCCL): that process printed why
 PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "communicator was aborted")
-BACKENDS = ("auto", "gloo", "nccl")
 
 T = TypeVar("T")
 _control: Any = None  # the gloo control group of the current session
@@ -42,10 +41,6 @@ def _distributed() -> bool:
 
 def world_size() -> int:
     return dist.get_world_size() if _distributed() else 1
-
-
-def rank() -> int:
-    return dist.get_rank() if _distributed() else 0
 
 
 @dataclass(frozen=True)

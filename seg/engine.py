@@ -120,7 +120,7 @@ def train_one_epoch(
     for total in (loss_sum, term_sum, counts, channel_weight_sum, *sums.as_tuple()):
         all_reduce_counts(total)
     all_reduce_max(map_max)
-    shares = max(steps, 1) * world_size()  # per-rank means of each step, averaged over ranks as DDP does
+    shares = max(steps, 1) * world_size()  # every rank's value of each step (the global batch's loss)
     return {
         "loss": float(loss_sum) / shares,
         "terms": dict(zip(criterion.term_names, (float(v) / shares for v in term_sum.cpu()), strict=True)),

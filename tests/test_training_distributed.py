@@ -282,6 +282,19 @@ def test_a_failure_in_one_process_stops_every_process_with_its_one_line(tmp_path
     ]
 
 
+def test_divergence_stops_every_process_with_exit_3_and_one_line(tmp_path, synthetic_root):
+    """lr=1e6: the loss turns non-finite; the flag is shared, so both processes stop at the same step and
+    rank 0 alone reports it (which process saw it first is pinned in tests/test_distributed.py)."""
+    args = [str(REPO / "scripts" / "train.py"), "--config", *command(tmp_path, synthetic_root, "nan", *DDP)]
+    done = subprocess.run(
+        [sys.executable, *args, "train.lr=1e6", "--nproc", "2"], capture_output=True, text=True, env=_env()
+    )
+    assert done.returncode == 3
+    lines = done.stderr.strip().splitlines()
+    assert lines == error_lines(done.stderr) and len(lines) == 1 and "training diverged" in lines[0]
+    assert (tmp_path / "nan" / "FAILED").is_file() and not (tmp_path / "nan" / "summary.json").exists()
+
+
 def test_nproc_trains_like_torchrun(tmp_path, synthetic_root):
     args = [str(REPO / "scripts" / "train.py"), "--config", *command(tmp_path, synthetic_root, "nproc", *DDP)]
     done = subprocess.run(
