@@ -11,7 +11,7 @@ that the shards are uneven) is shared by every test that only reads it. Pinned:
 - killed with kill -9 (launcher and workers) after its first checkpoint and rerun, a run ends with the
   same metrics as the uninterrupted one;
 - the dataset-level pos_weight (global, per channel) of a 2-process run equals a single-process run's,
-  and a run resumes across process counts (1 -> 2 -> 1);
+  and a run resumes across process counts (2 -> 1 and 1 -> 2);
 - a bad config or bad data is reported once, by rank 0, in one line; ``train.py --nproc 2`` exits with
   the failing process's code (torchrun itself always exits 1 and adds its report).
 """
@@ -201,33 +201,34 @@ def saved_pos_weight(run: Path) -> float | list[float]:
     return json.loads(torch.load(run / "checkpoints" / "last.pt", weights_only=True)["summary"])["pos_weight"]
 
 
-@pytest.mark.parametrize(("weighting", "first"), [("global", 1), ("per_channel", 2)])
-def test_resume_across_process_counts_keeps_the_dataset_pos_weight(
-    tmp_path, synthetic_root, monkeypatch, capsys, weighting, first
+@pytest.mark.parametrize("weighting", ["global", "per_channel"])
+def test_two_processes_have_the_dataset_pos_weight_of_one_and_resume_with_one(
+    tmp_path, synthetic_root, capsys, weighting
 ):
-    """A run started by ``first`` process(es) and stopped after a checkpoint is finished by the other count;
-    the dataset-level pos_weight of the one is the other's, exactly."""
+    """A 2-process run's dataset-level pos_weight (rank 0's counts) is a single-process run's, exactly;
+    killed after a checkpoint, the 2-process run is finished by one process."""
     overrides = [*DDP, f"loss.weighting={weighting}"]
-    single = ["--config", *command(tmp_path, synthetic_root, "mixed", *overrides)]
-    run = tmp_path / "mixed"
-    if first == 1:
-        interrupt_after_epoch(monkeypatch, 1)
-        assert run_main(train_app.main, single) == 130
-        monkeypatch.undo()
-        before = saved_pos_weight(run)
-        done = torchrun(tmp_path, synthetic_root, "mixed", *overrides)
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert "resuming mixed from epoch 1" in done.stdout
-    else:
-        kill_after_first_checkpoint(tmp_path, synthetic_root, "mixed", *overrides)
-        before = saved_pos_weight(run)
-        capsys.readouterr()
-        assert run_main(train_app.main, single) == 0
-        assert "resuming mixed from epoch" in capsys.readouterr().out
+    run = kill_after_first_checkpoint(tmp_path / "two", synthetic_root, "mixed", *overrides)
+    two = saved_pos_weight(run)
+    assert run_main(train_app.main, ["--config", *command(tmp_path / "one", synthetic_root, "mixed", *overrides)]) == 0
+    one = json.loads((tmp_path / "one" / "mixed" / "summary.json").read_text())["pos_weight"]
+    assert two == one and isinstance(one, float) == (weighting == "global")  # one value, or one per channel
+    capsys.readouterr()
+    assert run_main(train_app.main, ["--config", *command(tmp_path / "two", synthetic_root, "mixed", *overrides)]) == 0
+    assert "resuming mixed from epoch" in capsys.readouterr().out
     summary = json.loads((run / "summary.json").read_text())
     assert summary["epochs_completed"] == 3 and [row["epoch"] for row in rows(run)] == [1, 2, 3]
-    assert summary["pos_weight"] == before
-    assert isinstance(before, float) == (weighting == "global")  # one value, or one per channel
+
+
+def test_a_single_process_run_is_finished_by_two(tmp_path, synthetic_root, monkeypatch):
+    interrupt_after_epoch(monkeypatch, 1)
+    assert run_main(train_app.main, ["--config", *command(tmp_path, synthetic_root, "mixed", *SHARED)]) == 130
+    monkeypatch.undo()
+    done = torchrun(tmp_path, synthetic_root, "mixed", *SHARED)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming mixed from epoch 1" in done.stdout
+    summary = json.loads((tmp_path / "mixed" / "summary.json").read_text())
+    assert summary["epochs_completed"] == 3 and [row["epoch"] for row in rows(tmp_path / "mixed")] == [1, 2, 3]
 
 
 @pytest.fixture
