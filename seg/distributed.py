@@ -45,11 +45,13 @@ def world_size() -> int:
 
 @dataclass(frozen=True)
 class Job:
-    """This process's place in the job: ``rank`` of ``world`` processes, and its device."""
+    """This process's place in the job: ``rank`` of ``world`` processes, its device, and the process
+    group's backend ("" for one process)."""
 
     rank: int
     world: int
     device: torch.device
+    backend: str = ""
 
     @property
     def main(self) -> bool:
@@ -149,7 +151,7 @@ def session(device_name: str, backend: str = "auto") -> Iterator[Job]:
         dist.init_process_group(chosen, device_id=device if chosen == "nccl" else None)
     _control = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=CONTROL_TIMEOUT_S))
     try:
-        yield Job(dist.get_rank(), dist.get_world_size(), device)
+        yield Job(dist.get_rank(), dist.get_world_size(), device, str(dist.get_backend()))
     except RuntimeError as err:
         if peer_gone(err):  # the failing process printed its one line; this one adds nothing
             raise PeerFailed(1) from err
@@ -158,6 +160,19 @@ def session(device_name: str, backend: str = "auto") -> Iterator[Job]:
         _control = None
         if owned and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def data_parallel(model: torch.nn.Module, job: Job, sync_batchnorm: bool) -> torch.nn.Module:
+    """``model`` wrapped for training by ``job``'s processes (itself for one process). With
+    ``sync_batchnorm`` and NCCL, its BatchNorm layers become SyncBatchNorm first (in place in the returned
+    module tree; state_dict keys unchanged): statistics over the global batch. gloo (CPU) cannot."""
+    if job.world == 1:
+        return model
+    if sync_batchnorm and job.backend == "nccl":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[job.device.index] if job.device.type == "cuda" else None
+    )
 
 
 def peer_gone(err: BaseException) -> bool:

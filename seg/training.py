@@ -29,7 +29,7 @@ from seg.config import Config, ConfigError, config_to_dict, expand_path, replace
 from seg.data.counts import read_mask_stats
 from seg.data.dataset import SegmentationDataset, pad_collate
 from seg.data.shards import GlobalBatchShard, validation_batches
-from seg.distributed import Job, broadcast_buffers, check_global_batch, global_sum, session
+from seg.distributed import Job, broadcast_buffers, check_global_batch, data_parallel, global_sum, session
 from seg.engine import (
     NonFiniteLoss,
     StepOptions,
@@ -213,6 +213,8 @@ def _train(
     model = model.to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    net = data_parallel(model, job, cfg.train.sync_batchnorm)  # what trains; `model` is what is saved
+    model = net.module if isinstance(net, DistributedDataParallel) else net
     criterion = criterion.to(device)
     name = criterion.strategy.name
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
@@ -243,7 +245,6 @@ def _train(
             )
         summary = json.loads(saved["summary"])
         return finish(cfg, summary, run_dir, device, None, name) if job.main else summary
-    net = model if job.world == 1 else DistributedDataParallel(model, device_ids=_device_ids(device))
     tracker = _tracker(cfg, job, run_dir, name, state["epoch"])
     options = StepOptions(
         device,
@@ -335,10 +336,6 @@ def _train(
             )
     assert summary is not None  # the loop ran: train.epochs > state["epoch"] here
     return finish(cfg, summary, run_dir, device, tracker, name) if job.main else summary
-
-
-def _device_ids(device: torch.device) -> list[int] | None:
-    return [device.index] if device.type == "cuda" and device.index is not None else None
 
 
 def _tracker(cfg: Config, job: Job, run_dir: Path, strategy_name: str, epoch: int) -> Tracker:

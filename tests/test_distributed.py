@@ -20,6 +20,7 @@ from seg.distributed import (
     all_reduce_max,
     broadcast_buffers,
     check_global_batch,
+    data_parallel,
     first_bad_step,
     global_sum,
     merge_dicts,
@@ -77,6 +78,13 @@ def _control_collectives(rank: int) -> None:
     total = global_sum(x)  # [1 + 2, 2 + 2]
     (total**2).sum().backward()  # each rank's copy of the loss: the job's objective is their sum
     assert total.tolist() == [3.0, 4.0] and x.grad.tolist() == [2 * 2 * 3.0, 2 * 2 * 4.0]
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    keys = list(net.state_dict())
+    wrapped = data_parallel(net, Job(rank, 2, torch.device("cpu"), "gloo"), sync_batchnorm=True)
+    assert isinstance(wrapped, torch.nn.parallel.DistributedDataParallel)
+    assert type(wrapped.module[1]) is torch.nn.BatchNorm2d  # gloo: per-process statistics
+    assert list(wrapped.module.state_dict()) == keys and wrapped.module is net  # saved as the plain model
+    assert data_parallel(net, Job(0, 1, torch.device("cpu")), sync_batchnorm=True) is net
     bn = torch.nn.BatchNorm2d(2)
     bn.running_mean.fill_(float(rank + 1))
     broadcast_buffers(bn)

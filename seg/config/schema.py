@@ -144,6 +144,7 @@ class TrainConfig(_Section):
     weight_decay: NonNegativeFloat
     device: Literal["auto", "cpu", "cuda"]
     dist_backend: Literal["auto", "gloo", "nccl"]
+    sync_batchnorm: bool
     amp: bool
     channels_last: bool
     max_steps_per_epoch: Positive | None
