@@ -85,14 +85,17 @@ def cpu_model() -> str:
 
 
 def device_description(device: str = "cpu") -> dict:
-    """{"type", "name" (GPU name or CPU model), "cpu", "cpu_count", "torch_threads"} for ``device``."""
+    """{"type", "name" (GPU name or CPU model), "cpu", "cpu_count", "torch_threads", "processes" (of the DDP
+    job: 1 for one process)} for ``device``."""
     import torch
+    import torch.distributed as dist
 
     out = {
         "type": str(device).split(":")[0],
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "processes": dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1,
     }
     if out["type"] == "cuda" and torch.cuda.is_available():
         out["name"] = torch.cuda.get_device_name(torch.device(device))

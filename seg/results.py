@@ -228,7 +228,7 @@ class Provenance(Record):
     dirty: bool | None
     command: str
     versions: dict[str, str | None]
-    # type, cpu, cpu_count, torch_threads, name (GPU name or CPU model), and cuda on a GPU: kept as
+    # type, cpu, cpu_count, torch_threads, processes, name (GPU name or CPU model), and cuda on a GPU: kept as
     # written, since "cuda" may be null (a ROCm build) where a CPU run has no such key
     device: dict[str, Any]
 

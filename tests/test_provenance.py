@@ -52,7 +52,8 @@ def test_provenance_block_keys_and_values():
     assert versions["python"] == platform.python_version() and versions["torch"] == torch.__version__
     assert versions["numpy"] == provenance.package_version("numpy") is not None
     device = block["device"]
-    assert set(device) == {"type", "name", "cpu", "cpu_count", "torch_threads"}
+    assert set(device) == {"type", "name", "cpu", "cpu_count", "torch_threads", "processes"}
+    assert device["processes"] == 1
     assert device["type"] == "cpu" and device["name"] == device["cpu"] == provenance.cpu_model() != ""
     assert device["torch_threads"] == torch.get_num_threads() and device["cpu_count"] >= 1
 

@@ -86,6 +86,7 @@ def test_two_processes_write_one_run_directory(shared_run):
     assert summary["epochs_completed"] == 3 and summary["weighting"] == "per_batch"
     assert done.stdout.count("epoch 3/3:") == 1 and done.stdout.count("weighting: per_batch") == 1
     assert "Traceback" not in done.stderr and not error_lines(done.stderr)
+    assert summary["provenance"]["device"]["processes"] == 2
     saved = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert not any(key.startswith("module.") for key in saved["model"])  # the unwrapped model: loads anywhere
 
