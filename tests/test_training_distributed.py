@@ -13,7 +13,10 @@ that the shards are uneven) is shared by every test that only reads it. Pinned:
 - the dataset-level pos_weight (global, per channel) of a 2-process run equals a single-process run's,
   and a run resumes across process counts (2 -> 1 and 1 -> 2);
 - a bad config or bad data is reported once, by rank 0, in one line; ``train.py --nproc 2`` exits with
-  the failing process's code (torchrun itself always exits 1 and adds its report).
+  the failing process's code (torchrun itself always exits 1 and adds its report); a failure inside
+  one process is that process's one line alone; a divergence stops both with exit 3 and one line.
+
+On a GPU machine, the last tests run gloo processes on one GPU and NCCL processes one per GPU.
 """
 
 import json
