@@ -92,7 +92,7 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
     try:
         return int(main(argv) or 0)
     except SystemExit as exit_:  # --help, or a library calling sys.exit
-        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        return exit_code(exit_)
     except PeerFailed as err:
         return err.code
     except (*USER_ERRORS, TrainingDiverged) as err:

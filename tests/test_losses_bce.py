@@ -34,32 +34,17 @@ def batch(logits_batch):
 
 @pytest.mark.parametrize("normalize", [False, True])
 @pytest.mark.parametrize("kind", ["scalar", "channel", "map"])
-def test_pos_weight_matches_formula(batch, kind, normalize):
+@pytest.mark.parametrize(("apply_as", "map_seed"), [("pos_weight", 1), ("weight", 2)])
+def test_weighting_matches_formula(batch, kind, normalize, apply_as, map_seed):
     x, y, valid = batch
-    q = {
+    weight = {
         "scalar": torch.tensor(3.0),
         "channel": torch.tensor([2.0, 5.0, 0.5]).view(3, 1, 1),
-        "map": torch.rand(2, 1, 5, 4, generator=torch.Generator().manual_seed(1)) * 4,
+        "map": torch.rand(2, 1, 5, 4, generator=torch.Generator().manual_seed(map_seed)) * 4,
     }[kind]
-    loss, _ = weighted_bce(x, y, valid, q, "pos_weight", normalize)
-    assert loss.item() == pytest.approx(
-        reference(x, y, q=q.double(), valid=valid, normalize=normalize).item(), rel=1e-5
-    )
-
-
-@pytest.mark.parametrize("normalize", [False, True])
-@pytest.mark.parametrize("kind", ["scalar", "channel", "map"])
-def test_weight_matches_formula(batch, kind, normalize):
-    x, y, valid = batch
-    w = {
-        "scalar": torch.tensor(3.0),
-        "channel": torch.tensor([2.0, 5.0, 0.5]).view(3, 1, 1),
-        "map": torch.rand(2, 1, 5, 4, generator=torch.Generator().manual_seed(2)) * 4,
-    }[kind]
-    loss, _ = weighted_bce(x, y, valid, w, "weight", normalize)
-    assert loss.item() == pytest.approx(
-        reference(x, y, w=w.double(), valid=valid, normalize=normalize).item(), rel=1e-5
-    )
+    loss, _ = weighted_bce(x, y, valid, weight, apply_as, normalize)
+    given = {"q" if apply_as == "pos_weight" else "w": weight.double()}
+    assert loss.item() == pytest.approx(reference(x, y, **given, valid=valid, normalize=normalize).item(), rel=1e-5)
 
 
 def test_soft_labels(batch):
