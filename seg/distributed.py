@@ -14,6 +14,7 @@ single-process path runs the same code.
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -159,6 +160,7 @@ def session(device_name: str, backend: str = "auto") -> Iterator[Job]:
     finally:
         _control = None
         if owned and dist.is_initialized():
+            gc.collect()  # DDP's leftovers freed after the group is gone abort the process (SIGABRT) at times
             dist.destroy_process_group()
 
 

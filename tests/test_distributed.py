@@ -4,6 +4,7 @@ the shared finite-loss flag, rank 0's setup outcome and buffers), and the proces
 Whole torchrun training runs are in tests/test_training_distributed.py.
 """
 
+import gc
 import json
 import os
 
@@ -51,6 +52,7 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
                 json.dump(result, f)
         _control_collectives(rank)
     finally:
+        gc.collect()  # as seg.distributed.session: DDP's leftovers go before the group does
         dist.destroy_process_group()
 
 
