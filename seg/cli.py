@@ -78,16 +78,22 @@ def _report(err: BaseException, debug: bool, message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None, program: str | None = None) -> int:
     """Run ``main(argv)`` and map errors to exit codes: user mistakes -> 2, divergence -> 3, else 1.
 
+    ``program`` is the command provenance records (the console commands pass theirs, e.g. ``seg-train``);
+    by default the app module's ``SCRIPT`` (``scripts/train.py``), else the file that defines ``main``.
     Under torchrun, an error every process raises alike is printed by rank 0 only, and a process whose
     peer failed (:class:`PeerFailed`) exits with the peer's code, silently.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     module = sys.modules.get(getattr(main, "__module__", ""))
-    program = getattr(module, "SCRIPT", None) or getattr(getattr(main, "__code__", None), "co_filename", sys.argv[0])
+    program = (
+        program
+        or getattr(module, "SCRIPT", None)
+        or getattr(getattr(main, "__code__", None), "co_filename", sys.argv[0])
+    )
     record_command([str(program), *argv])
     try:
         return int(main(argv) or 0)

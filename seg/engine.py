@@ -3,12 +3,14 @@
 Nothing in the per-step path synchronises with the host: losses, weight sums and
 metric counts are accumulated as device tensors and read once per epoch. The
 finite-loss guard is the same: the step of the first non-finite loss is kept on the
-device and read every ``StepOptions.check_every`` steps and at the end of the epoch.
+device and read every ``StepOptions.check_every`` steps and at the end of the epoch; the
+per-step log (``StepOptions.on_log``) reads the interval's means once every ``log_every`` steps.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +45,8 @@ class StepOptions:
     max_steps: int | None = None
     progress: bool = True
     check_every: int = 50  # read the finite-loss flag every this many steps (one host sync each)
+    log_every: int = 0  # call on_log every this many steps (0: never)
+    on_log: Callable[[int, dict], None] | None = None  # (step of the epoch, {loss, weight: interval means; lr})
 
 
 def to_device(batch: dict, options: StepOptions) -> dict:
@@ -83,6 +87,8 @@ def train_one_epoch(
     channel_weight_sum = torch.zeros((), device=options.device)
     term_sum = torch.zeros(len(criterion.terms), device=options.device, dtype=torch.float64)
     first_bad = torch.full((), -1, device=options.device, dtype=torch.long)  # step of the first non-finite loss
+    interval = torch.zeros(2, device=options.device, dtype=torch.float64)  # loss and applied weight since the last log
+    log_every = options.log_every if options.on_log is not None else 0
     total = len(loader) if options.max_steps is None else min(len(loader), options.max_steps)
     bar = tqdm(loader, total=total, desc=desc, leave=False, disable=not options.progress)
     for batch in bar:
@@ -111,7 +117,12 @@ def train_one_epoch(
                 map_max = torch.maximum(map_max, weight.detach().amax())
             if weight is not None and weight.dim() == 3:
                 channel_weight_sum = channel_weight_sum + weight.detach().flatten()
+            if log_every:
+                interval += torch.stack([loss.detach().double(), step_sums.mean_applied_weight().double()])
         steps += 1
+        if log_every and steps % log_every == 0:
+            _log_interval(options, steps, interval / log_every, scheduler.get_last_lr()[0])
+            interval.zero_()
     bar.close()
     raise_if_diverged(first_bad)
     if counts is None or sums is None:
@@ -132,6 +143,13 @@ def train_one_epoch(
         if channel_weight_sum.dim()
         else None,
     }
+
+
+def _log_interval(options: StepOptions, step: int, means: torch.Tensor, lr: float) -> None:
+    """Hand the interval's mean loss and applied weight to ``options.on_log`` (one host sync)."""
+    assert options.on_log is not None
+    loss, weight = means.tolist()
+    options.on_log(step, {"loss": loss, "weight": weight, "lr": lr})
 
 
 @torch.no_grad()
@@ -164,9 +182,14 @@ def overlay_examples(
     count: int,
     options: StepOptions,
     logit_threshold: torch.Tensor | float = 0.0,
+    one_class: bool = False,
 ) -> tuple[list, list, list]:
     """Predictions for people to look at: the first ``count`` items of ``dataset`` as images uint8
-    [H,W,3], truths and predictions uint8 [H,W,C] in {0,1} (logit > ``logit_threshold``)."""
+    [H,W,3], truths and predictions uint8 [H,W,C] in {0,1} (logit > ``logit_threshold``).
+
+    ``one_class`` (index masks: one class per pixel): each pixel's prediction is the one channel whose
+    logit lies furthest above its threshold, or none when no channel is above.
+    """
     model.eval()
     items = [dataset[i] for i in range(min(count, len(dataset)))]
     if not items:
@@ -175,7 +198,12 @@ def overlay_examples(
     with autocast(options):
         logits = model(batch["image"]).float()
     threshold = logit_threshold.to(logits.device) if isinstance(logit_threshold, torch.Tensor) else logit_threshold
-    preds = (logits > threshold).cpu().numpy().astype(np.uint8)
+    margin = logits - threshold
+    above = margin > 0
+    if one_class:
+        best = torch.nn.functional.one_hot(margin.argmax(dim=1), logits.shape[1]).permute(0, 3, 1, 2).bool()
+        above = above & best
+    preds = above.cpu().numpy().astype(np.uint8)
     images, truths, predictions = [], [], []
     for row, item in enumerate(items):
         image = read_image(dataset.samples[item["index"]].image)

@@ -3,7 +3,9 @@
 ``provenance(device)`` is written into summary.json, eval-*.json, the comparison's
 per-run records and the W&B config, so that every number can be traced back to the
 commit (and whether the tree had uncommitted changes), the command that made it, the
-exact versions of the libraries that computed it and the hardware it ran on.
+exact versions of the libraries that computed it and the hardware it ran on. The commit is that of
+the git checkout holding the working directory (None outside any checkout, e.g. an installed seg run
+from a plain folder); paths in the command are relative to the working directory when inside it.
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ import subprocess
 import sys
 from functools import lru_cache
 from pathlib import Path
-
-from seg.config import REPO_ROOT
 
 # distribution name on PyPI -> key in the provenance block
 PACKAGES = {
@@ -32,23 +32,29 @@ PACKAGES = {
 }
 
 
-def _git(*args: str) -> str | None:
+def _git(directory: str, *args: str) -> str | None:
     try:
-        done = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10, check=False
-        )
+        done = subprocess.run(["git", "-C", directory, *args], capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-@lru_cache(maxsize=1)
 def git_state() -> dict:
-    """{"commit": sha or None (not a git checkout), "dirty": tracked files changed since the commit}."""
-    commit = _git("rev-parse", "HEAD")
+    """{"commit": sha or None (the working directory is in no git checkout), "dirty": tracked files changed
+    since the commit} of the checkout that holds the working directory."""
+    try:
+        return dict(_git_state(os.getcwd()))
+    except OSError:  # the working directory was removed
+        return {"commit": None, "dirty": None}
+
+
+@lru_cache(maxsize=8)
+def _git_state(directory: str) -> dict:
+    commit = _git(directory, "rev-parse", "HEAD")
     if commit is None:
         return {"commit": None, "dirty": None}
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    status = _git(directory, "status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": bool(status)}
 
 
@@ -124,9 +130,10 @@ def command_line(argv: list[str] | None = None) -> str:
 
 
 def _relative(path: str) -> str:
+    """``path`` relative to the working directory when it lies inside it, else as given."""
     try:
-        return str(Path(path).resolve().relative_to(REPO_ROOT))
-    except ValueError:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
         return path
 
 

@@ -46,6 +46,7 @@ from seg.outputs.tables import results_table
 from seg.provenance import provenance
 from seg.results import ChosenOn, EvalResult
 from seg.run_data import data_splits, needs_instance_files, structure_settings
+from seg.run_files import model_artifact
 from seg.scoring.thresholds import log_q
 from seg.scoring.validation import Evaluator
 from seg.tracking import Tracker
@@ -199,7 +200,8 @@ def evaluate_run(
         title=f"{cfg.run.name}: reliability on {split}" + (" (Platt fitted on val)" if platt is not None else ""),
     )
     threshold = torch.logit(torch.tensor([metrics["thresholds"][n] for n in names], dtype=torch.float64))
-    examples = overlay_examples(model, dataset, overlays, options, threshold.float().view(-1, 1, 1))
+    one_class = cfg.data.mask_format == "index"
+    examples = overlay_examples(model, dataset, overlays, options, threshold.float().view(-1, 1, 1), one_class)
     if examples[0]:
         save_overlay_grid(
             overlay_grid(*examples),
@@ -207,28 +209,44 @@ def evaluate_run(
             run_dir / f"eval-{split}{suffix}-overlays.png",
             title=f"{title}, threshold {evaluator.threshold}",
         )
-    _log_to_wandb(cfg, run_dir, split + suffix, metrics, names, examples, wandb_mode or cfg.logging.wandb.mode)
+    tracker = _eval_tracker(cfg, run_dir, split + suffix, wandb_mode or cfg.logging.wandb.mode)
+    tracker.use_model(f"{model_artifact(cfg.run.name)}:{ALIASES[which]}", run_dir / "checkpoints" / f"{which}.pt")
+    _log_to_wandb(tracker, run_dir, split + suffix, metrics, names, examples, one_class)
     return result
 
 
-def _log_to_wandb(
-    cfg: Config, run_dir: Path, split: str, metrics: dict, names: list[str], examples: tuple, mode: str
-) -> None:
-    """A W&B run of its own under eval/<split>/ (so the training run's step history is left alone)."""
-    if mode == "disabled":
-        return
+ALIASES = {"best": "best", "last": "latest"}  # checkpoint -> the alias of its version of the model artifact
+
+
+def _eval_tracker(cfg: Config, run_dir: Path, split: str, mode: str) -> Tracker:
+    """A W&B run of its own under eval/<split>/ (job_type eval, the training run's group), so the training
+    run's history is left alone."""
     folder = run_dir / "eval" / split
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "wandb_run_id.txt").unlink(missing_ok=True)  # a fresh W&B run per evaluation
-    tracker = Tracker(
+    if mode != "disabled":
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "wandb_run_id.txt").unlink(missing_ok=True)  # a fresh W&B run per evaluation
+    return Tracker(
         folder,
         mode,
         cfg.logging.wandb.project,
-        cfg.logging.wandb.group or cfg.run.name,
-        f"{cfg.run.name}-eval-{split}",
+        cfg.wandb_group,
+        f"{cfg.wandb_name}-eval-{split}",
         {"run": cfg.run.name, "split": split},
         tags=["eval"],
+        job_type="eval",
     )
+
+
+def _log_to_wandb(
+    tracker: Tracker,
+    run_dir: Path,
+    split: str,
+    metrics: dict,
+    names: list[str],
+    examples: tuple[list, list, list],
+    one_class: bool,
+) -> None:
+    """The evaluation's table, overlays, reliability diagram and headline scores; closes the run."""
     rows = []
     for policy, block in metrics["by_threshold"].items():
         for name in names:
@@ -243,10 +261,9 @@ def _log_to_wandb(
             )
         rows.append([policy, "macro", block["dice"], block["iou"], None])
     tracker.log_table(f"eval/{split}/table", ["threshold", "channel", "dice", "iou", "probability"], rows)
-    if examples[0]:
-        images, truths, predictions = examples
-        tracker.log_overlays(f"eval/{split}/examples", images, truths, predictions, names, step=1)
-    tracker.log_image_file(f"eval/{split}/reliability", run_dir / f"eval-{split}-reliability.png", step=1)
+    images, truths, predictions = examples
+    tracker.log_overlays(f"eval/{split}/examples", images, truths, predictions, names, index=one_class)
+    tracker.log_image_files({f"eval/{split}/reliability": run_dir / f"eval-{split}-reliability.png"})
     headline = {
         f"eval/{split}/{policy}/{m}": block[m]
         for policy, block in metrics["by_threshold"].items()

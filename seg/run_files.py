@@ -3,7 +3,9 @@ checkpointed state, summary.json and the W&B run that carries it (used by :func:
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ from seg.files import make_folder, strict, write_json_atomic
 from seg.losses import Criterion
 from seg.provenance import provenance
 from seg.results import RunSummary
-from seg.tracking import Tracker
+from seg.tracking import Tracker, read_metrics
 
 FAILED = "FAILED"
 
@@ -37,7 +39,8 @@ def check_resume(cfg: Config, run_dir: Path) -> dict | None:
         print(f"{run_dir}: the previous attempt stopped before its first checkpoint; starting afresh")
         return None
     previous = read_run_config(saved)
-    diff = config_diff(previous, cfg, ignore=("train.epochs",))
+    # what a run logs where (logging.*) does not change what it trains: it may differ on resume
+    diff = [key for key in config_diff(previous, cfg, ignore=("train.epochs",)) if not key.startswith("logging.")]
     if diff:
         raise ConfigError(
             f"{run_dir}: this run exists with a different config (differs in: {', '.join(diff)}); "
@@ -73,10 +76,41 @@ def load_criterion_state(criterion: Criterion, saved: dict) -> None:
 
 
 def open_tracker(cfg: Config, run_dir: Path, run_provenance: dict, strategy_name: str) -> Tracker:
-    """The run's W&B tracker (logging.wandb), tagged with the weighting strategy's name."""
+    """The run's W&B tracker (logging.wandb; job_type train), tagged with the weighting strategy's name,
+    its step metrics defined."""
     wandb = cfg.logging.wandb
-    config = config_to_dict(cfg) | {"provenance": run_provenance}
-    return Tracker(run_dir, wandb.mode, wandb.project, wandb.group, cfg.run.name, config, tags=[strategy_name])
+    config = config_to_dict(cfg) | {"provenance": run_provenance, "config_hash": config_hash(cfg)}
+    tracker = Tracker(run_dir, wandb.mode, wandb.project, cfg.wandb_group, cfg.wandb_name, config, [strategy_name])
+    tracker.define_training_metrics()
+    return tracker
+
+
+def config_hash(cfg: Config) -> str:
+    """The first 16 hex digits of the sha256 of the config's canonical JSON (which config a model came from)."""
+    return hashlib.sha256(json.dumps(config_to_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def model_artifact(name: str) -> str:
+    """The W&B model artifact of run ``name`` (W&B allows letters, digits, '-', '_' and '.' in artifact names)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) + "-model"
+
+
+def log_checkpoints(cfg: Config, summary: dict, run_dir: Path, tracker: Tracker) -> None:
+    """best.pt and last.pt as versions of the run's model artifact (aliases ``best``, ``latest``), with the epoch,
+    its validation Dice, the config hash and the commit as metadata. Once, at the end (not per epoch: disk)."""
+    folder = run_dir / "checkpoints"
+    common = {"config_hash": config_hash(cfg), "commit": summary["provenance"].get("commit"), "run": cfg.run.name}
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    best_dice = next((row.get("val/dice") for row in rows if row.get("epoch") == summary["best_epoch"]), None)
+    files = {
+        "best.pt": (folder / "best.pt", ["best"], common | {"epoch": summary["best_epoch"], "val_dice": best_dice}),
+        "last.pt": (
+            folder / "last.pt",
+            ["latest"],
+            common | {"epoch": summary["epochs_completed"], "val_dice": summary["val"]["dice"]},
+        ),
+    }
+    tracker.log_model(model_artifact(cfg.run.name), {k: v for k, v in files.items() if v[0].is_file()})
 
 
 def dice_curve(curve: dict[str, list] | None, val: dict) -> dict[str, list]:
@@ -141,7 +175,7 @@ def finish(
     write_json_atomic(path, summary)
     if tracker is None:
         tracker = open_tracker(cfg, run_dir, summary["provenance"], strategy_name)
-    tracker.summary(
+    tracker.summary(  # val/dice stays the best epoch's (define_metric: max); the last epoch's is final/val/dice
         {
             key: summary[key]
             for key in (
@@ -154,11 +188,9 @@ def finish(
             )
             if key in summary
         }
-        | {"val/dice": summary["val"]["dice"], "val/iou": summary["val"]["iou"]}
+        | {"final/val/dice": summary["val"]["dice"], "final/val/iou": summary["val"]["iou"]}
     )
-    best_path = run_dir / "checkpoints" / "best.pt"
-    if best_path.is_file():
-        tracker.log_file_artifact(best_path, f"{cfg.run.name}-best", "model")
+    log_checkpoints(cfg, summary, run_dir, tracker)
     tracker.finish()
     return summary
 

@@ -16,6 +16,7 @@ import math
 import random
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ from seg.run_files import (
 )
 from seg.scoring.thresholds import log_q
 from seg.scoring.validation import Evaluator
-from seg.tracking import Tracker, append_metrics, truncate_metrics
+from seg.tracking import STEP, STEP_PREFIX, Tracker, append_metrics, truncate_metrics
 from seg.weighting.registry import build_strategy, check_config
 
 
@@ -252,10 +253,13 @@ def _train(
         channels_last=cfg.train.channels_last,
         max_steps=cfg.train.max_steps_per_epoch,
         progress=progress,
+        log_every=cfg.logging.log_every,
     )
+    one_class = cfg.data.mask_format == "index"
     summary = None
     for epoch in range(state["epoch"] + 1, cfg.train.epochs + 1):
         start = time.perf_counter()
+        options.on_log = step_logger(tracker, (epoch - 1) * steps_per_epoch)
         train_set.set_epoch(epoch)
         loaders.shard.set_epoch(epoch)
         try:
@@ -298,7 +302,7 @@ def _train(
         if not job.main:
             continue
         append_metrics(run_dir / "metrics.jsonl", row)
-        tracker.log(row, step=epoch)
+        tracker.log(row)  # epoch is the step metric of these keys (define_metric)
         print(
             f"epoch {epoch}/{cfg.train.epochs}: train/loss {train['loss']:.4f}  val/loss {val_loss:.4f}  "
             f"val/dice {_fmt(val['dice'])}  val/iou {_fmt(val['iou'])}  ({seconds:.1f}s)"
@@ -330,9 +334,10 @@ def _train(
         if cfg.logging.wandb.log_images:
             tracker.log_overlays(
                 "val/examples",
-                *overlay_examples(model, val_set, cfg.logging.wandb.log_images, options, log_q(effective)),
+                *overlay_examples(model, val_set, cfg.logging.wandb.log_images, options, log_q(effective), one_class),
                 names,
-                step=epoch,
+                index=one_class,
+                extra={"epoch": epoch},
             )
     assert summary is not None  # the loop ran: train.epochs > state["epoch"] here
     return finish(cfg, summary, run_dir, device, tracker, name) if job.main else summary
@@ -344,6 +349,18 @@ def _tracker(cfg: Config, job: Job, run_dir: Path, strategy_name: str, epoch: in
         return Tracker(run_dir, "disabled", cfg.logging.wandb.project, None, cfg.run.name, {})
     truncate_metrics(run_dir / "metrics.jsonl", epoch)
     return open_tracker(cfg, run_dir, provenance(str(job.device)), strategy_name)
+
+
+def step_logger(tracker: Tracker, steps_before: int) -> Callable[[int, dict], None] | None:
+    """The engine's per-step log for an epoch after ``steps_before`` steps: W&B rows against trainer/step;
+    None (no interval reads at all) when W&B is off."""
+    if tracker.run is None:
+        return None
+
+    def log(step: int, values: dict) -> None:
+        tracker.log({STEP: steps_before + step} | {STEP_PREFIX + key: value for key, value in values.items()})
+
+    return log
 
 
 def _fmt(value: float | None) -> str:

@@ -103,3 +103,33 @@ def test_config_strategy_checks_refuse_before_any_work(tmp_path, capsys, overrid
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
     assert not out.exists()
+
+
+def test_wandb_logs_the_plots_channels_and_counts(tmp_path, synthetic_root):
+    from wandb_records import history_rows, run_info, summary_values
+
+    from seg.apps import audit as audit_app
+    from seg.cli import run_main
+
+    out = tmp_path / "audit"
+    args = ["--config", str(REPO / "configs" / "synthetic.yaml"), "--set", f"data.root={synthetic_root}"]
+    assert run_main(audit_app.main, [*args, "--out", str(out), "--no-progress", "--wandb"]) == 0
+    stats = json.loads((out / "mask_stats.json").read_text())
+    assert run_info(out) == {
+        "name": "audit-synthetic-train",
+        "group": "audit-synthetic",
+        "job_type": "audit",
+        "tags": ["audit"],
+    }
+    logged = {key for row in history_rows(out) for key in row}
+    assert {"audit/positive_fraction/_type", "audit/image_positive_fraction/_type"} <= logged  # the plots
+    (table,) = out.glob("wandb/offline-run-*/files/media/table/audit/channels_*.table.json")
+    rows = json.loads(table.read_text())["data"]
+    assert [row[0] for row in rows] == ["cell", "nucleus", "speck"]
+    for row, channel in zip(rows, stats["channels"], strict=True):
+        assert row[1:4] == [channel["positive_fraction"], channel["positive_pixels"], channel["total_pixels"]]
+        assert row[6:] == [channel["pos_weight"]["pixels"], channel["pos_weight"]["all_zero"]]
+    summary = summary_values(out)
+    assert summary["images"] == stats["images"] and summary["global_pos_weight"] == stats["global_pos_weight"]
+    assert run_main(audit_app.main, [*args, "--out", str(tmp_path / "plain"), "--no-progress"]) == 0
+    assert not (tmp_path / "plain" / "wandb").exists()  # no --wandb: no W&B run

@@ -5,11 +5,11 @@ import json
 import shutil
 
 import pytest
+from conftest import REPO
 from test_experiments_grid import TINY
 
 from seg.apps import compare as compare_app
 from seg.cli import run_main
-from seg.config import REPO_ROOT
 
 
 def test_bad_experiment_is_refused_with_exit_code_2(tmp_path, capsys):
@@ -19,7 +19,7 @@ def test_bad_experiment_is_refused_with_exit_code_2(tmp_path, capsys):
     assert "strategies may set loss.* keys and" in capsys.readouterr().err
 
 
-RESULTS = sorted(p for p in (REPO_ROOT / "experiments" / "results").iterdir() if (p / "experiment.json").is_file())
+RESULTS = sorted(p for p in (REPO / "experiments" / "results").iterdir() if (p / "experiment.json").is_file())
 
 
 @pytest.mark.parametrize("committed", RESULTS, ids=[p.name for p in RESULTS])
@@ -35,10 +35,10 @@ def test_committed_results_rebuild_byte_for_byte(committed, tmp_path, monkeypatc
     manifest = json.loads((committed / "experiment.json").read_text())
     out = tmp_path / "results"
     shutil.copytree(committed, out / committed.name)
-    monkeypatch.setattr(compare_report, "log_results_table", lambda *args: None)  # no W&B run here
+    monkeypatch.setattr(compare_report, "log_comparison", lambda *args: None)  # no W&B run here
     argv = [
         "--experiment",
-        str(REPO_ROOT / manifest["experiment_file"]),
+        str(REPO / manifest["experiment_file"]),
         "--profile",
         manifest["profile"],
         "--out",

@@ -3,6 +3,7 @@ determinism, W&B read-back.
 
 Resume and faults: tests/test_training.py; bad input: tests/test_bad_input.py."""
 
+import hashlib
 import json
 import math
 import re
@@ -13,11 +14,13 @@ import pytest
 import torch
 import yaml
 from conftest import REPO, binary_dataset, write_config, write_png
-from wandb_records import config_values, history_rows, summary_values
+from wandb_records import artifacts, config_values, history_rows, metric_definitions, run_info, summary_values
 
 from seg.apps import audit as audit_app
+from seg.apps import evaluate as evaluate_app
 from seg.apps import train as train_app
 from seg.cli import run_main
+from seg.config import read_run_config
 
 TINY = [
     "data.image_size=64",
@@ -305,3 +308,73 @@ def test_weighting_without_a_weighted_term_is_refused(tmp_path, capsys):
     assert code == 2, err
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and "loss.weighting" in err, err
     assert not any(tmp_path.iterdir())  # refused before a run directory exists
+
+
+# ------------------------------------------------------------------ W&B, read back from the offline files
+
+
+def test_wandb_run_of_training_and_its_evaluation(tmp_path):
+    """Index masks, 2 epochs of 2 steps, a step row every step: groups, names, job types, step metrics,
+    the best val/dice, overlays as one labelled pair, checkpoint artifacts and the evaluation's lineage."""
+    config = _tiny_set(tmp_path / "data", "index")
+    code = train(
+        "--config",
+        str(config),
+        "data.samples_per_epoch=8",
+        f"run.out_dir={tmp_path / 'runs'}",
+        *TINY,
+        "train.epochs=2",
+        "logging.log_every=1",
+        "logging.wandb.name={loss.weighting}-s{run.seed}",
+    )
+    assert code == 0
+    run = tmp_path / "runs" / "index"
+    assert run_info(run) == {"name": "none-s0", "group": "index", "job_type": "train", "tags": ["none"]}
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    history = history_rows(run)
+    steps = [row for row in history if "trainer/step" in row]
+    assert [row["trainer/step"] for row in steps] == [1, 2, 3, 4]
+    assert not any("epoch" in row for row in steps)
+    for epoch, row in enumerate(rows):  # the epoch's loss is the mean of its steps' losses
+        losses = [step["step/loss"] for step in steps[2 * epoch : 2 * epoch + 2]]
+        assert np.mean(losses) == pytest.approx(row["train/loss"], rel=1e-6)
+    assert [step["step/weight"] for step in steps] == [1.0] * 4  # loss.weighting none
+    assert steps[-1]["step/lr"] == pytest.approx(rows[-1]["lr"])
+    assert [row["epoch"] for row in history if "val/dice" in row] == [1, 2]
+    summary = json.loads((run / "summary.json").read_text())
+    logged = summary_values(run)
+    assert logged["val/dice"] == {"max": max(row["val/dice"] for row in rows)}
+    assert logged["best_epoch"] == summary["best_epoch"]
+    assert metric_definitions(run)["val/dice"]["summary"] == ["max"]
+    overlays = [row for row in history if "val/examples/all_masks" in row]
+    assert [row["epoch"] for row in overlays] == [1, 2]
+    assert [set(m) for m in overlays[0]["val/examples/all_masks"]] == [{"predictions", "ground_truth"}]
+    labels = config_values(run)["_wandb"]["mask/class_labels"]["val/examples_wandb_delimeter_predictions"]["value"]
+    assert labels == {"0": "none", "1": "bg", "2": "a", "3": "b"}
+
+    models = artifacts(run)
+    assert [(m["name"], m["files"]) for m in models] == [("index-model", ["best.pt"]), ("index-model", ["last.pt"])]
+    assert "best" in models[0]["aliases"] and "latest" in models[1]["aliases"]
+    saved = read_run_config(run / "config.yaml")
+    digest = hashlib.sha256(json.dumps(saved.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+    best_row = rows[summary["best_epoch"] - 1]
+    assert models[0]["metadata"] == {
+        "config_hash": digest,
+        "commit": summary["provenance"]["commit"],
+        "run": "index",
+        "epoch": summary["best_epoch"],
+        "val_dice": best_row["val/dice"],
+        "file": "best.pt",
+        "sha256": hashlib.sha256((run / "checkpoints" / "best.pt").read_bytes()).hexdigest(),
+    }
+    assert models[1]["metadata"]["epoch"] == 2 and models[1]["metadata"]["val_dice"] == rows[-1]["val/dice"]
+
+    assert run_main(evaluate_app.main, ["--run", str(run), "--overlays", "1", "--no-progress"]) == 0
+    evaluation = run / "eval" / "val"
+    assert run_info(evaluation) == {"name": "none-s0-eval-val", "group": "index", "job_type": "eval", "tags": ["eval"]}
+    assert config_values(evaluation)["checkpoint"] == {
+        "artifact": "index-model:best",
+        "sha256": hashlib.sha256((run / "checkpoints" / "best.pt").read_bytes()).hexdigest(),
+    }
+    (row,) = [row for row in history_rows(evaluation) if "eval/val/examples/all_masks" in row]
+    assert [set(m) for m in row["eval/val/examples/all_masks"]] == [{"predictions", "ground_truth"}]

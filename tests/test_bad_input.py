@@ -70,6 +70,7 @@ class Case:
     code: int = 2
     left: str = "nothing"  # what stays on disk: nothing | failed-run | run-unchanged
     env: dict = field(default_factory=dict)
+    cwd: str = "repo"  # the working directory: the repository root, or tmp (a folder outside it)
 
 
 def _file(ctx: Ctx, name: str, content: bytes | str) -> Path:
@@ -186,6 +187,12 @@ CASES = [
     Case("border-w0-negative", "train", lambda c: c.train("loss.border.w0=-1"), "loss.border.w0"),
     Case("ema-one", "train", lambda c: c.train("loss.ema=1.0"), "loss.ema"),
     Case("log-images-negative", "train", lambda c: c.train("logging.wandb.log_images=-1"), "log_images"),
+    Case(
+        "wandb-name-unknown-key",
+        "train",
+        lambda c: c.train("logging.wandb.name={loss.weighting}-{train.nope}"),
+        "is not a config key",
+    ),
     Case("seed-negative", "train", lambda c: c.train("run.seed=-1"), "run.seed"),
     Case("run-name-with-dots", "train", lambda c: c.train("run.name=../../x"), "must be a plain name"),
     Case("run-name-with-slash", "train", lambda c: c.train("run.name=a/b"), "must be a plain name"),
@@ -402,6 +409,19 @@ CASES = [
         "strategies may set loss.* keys and",
     ),
     Case(
+        "compare-update-readme-without-readme",
+        "compare",
+        lambda c: [
+            "--experiment",
+            str(REPO / "experiments" / "weighting_synthetic.yaml"),
+            "--update-readme",
+            "--out",
+            str(c.out),
+        ],
+        "README.md: not found; --update-readme updates the README.md of the folder you run from",
+        cwd="tmp",
+    ),
+    Case(
         "audit-workers-zero",
         "audit_masks",
         lambda c: ["--config", "configs/synthetic.yaml", "--workers", "0"],
@@ -496,7 +516,7 @@ def _listing(folder: Path) -> list[str]:
 def test_bad_input(case: Case, tmp_path, synthetic_root, capsys, monkeypatch):
     for key, value in case.env.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.chdir(REPO)
+    monkeypatch.chdir(REPO if case.cwd == "repo" else tmp_path)
     ctx = Ctx(
         tmp_path,
         synthetic_root,

@@ -52,8 +52,18 @@ def test_run_main_reads_sys_argv_and_records_the_command(monkeypatch):
         return 0
 
     assert run_main(main) == 0 and seen == [["--n", "two words"]]
-    # no SCRIPT in this module: the file that defines main, relative to the repo
+    # no SCRIPT in this module: the file that defines main, relative to the working directory (the repository)
     assert provenance.command_line() == "python tests/test_cli.py --n 'two words'"
+
+
+def test_run_main_records_the_program_it_is_given_over_the_apps_script():
+    from seg.apps import train as train_app
+
+    assert train_app.SCRIPT == "scripts/train.py"  # the default: the command as typed at the repository root
+    assert run_main(train_app.main, ["--help"], program="seg-train") == 0  # what the console command passes
+    assert provenance.command_line() == "seg-train --help"
+    assert run_main(train_app.main, ["--help"]) == 0
+    assert provenance.command_line() == "python scripts/train.py --help"
 
 
 @pytest.mark.parametrize(

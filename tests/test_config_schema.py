@@ -56,3 +56,14 @@ def test_structure_keys_match_the_scoring_names():
     assert typing.get_args(item) == STRUCTURE_METRICS
     assert typing.get_args(fields["objects_from"].annotation) == OBJECTS_FROM
     assert typing.get_args(fields["connectivity"].annotation) == CONNECTIVITIES
+
+
+def test_wandb_name_is_a_template_of_config_keys_and_the_group_falls_back_to_the_run():
+    synthetic = REPO / "configs" / "synthetic.yaml"
+    cfg = load_config(synthetic, ["logging.wandb.name={loss.weighting}-s{run.seed}", "loss.weighting=global"])
+    assert cfg.wandb_name == "global-s0" and cfg.wandb_group == "synthetic"  # no group: run.name
+    assert load_config(synthetic, ["logging.wandb.name={run.seed}"]).wandb_name == "0"  # YAML read it as a mapping
+    assert load_config(synthetic, ["logging.wandb.group=g"]).wandb_group == "g"
+    assert load_config(synthetic).wandb_name == "synthetic"  # null: run.name
+    with pytest.raises(ConfigError, match=r"logging.wandb.name: \{loss.nope\} is not a config key"):
+        load_config(synthetic, ["logging.wandb.name=x-{loss.nope}"])

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import binary_dataset
+from conftest import REPO, binary_dataset
 
 from seg.config import BASE_CONFIG, expand_path, read_yaml
 from seg.data import synthetic
@@ -73,9 +73,12 @@ def test_default_image_side_is_not_a_multiple_of_32():
 # ------------------------------------------------------------------ is_default_root, ensure_synthetic
 
 
-def test_default_root_is_base_yaml_data_root():
-    assert expand_path(read_yaml(BASE_CONFIG)["data"]["root"]) == synthetic.DEFAULT_ROOT
+def test_default_root_is_base_yaml_data_root_under_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert expand_path(read_yaml(BASE_CONFIG)["data"]["root"]) == tmp_path / synthetic.DEFAULT_ROOT
     assert synthetic.is_default_root(synthetic.DEFAULT_ROOT)
+    assert synthetic.is_default_root(tmp_path / "data" / "synthetic")
+    assert not synthetic.is_default_root(REPO / "data" / "synthetic")  # another folder's data/synthetic
 
 
 def test_is_default_root_compares_resolved_paths(tmp_path):
@@ -104,8 +107,8 @@ def test_existing_empty_folder_is_generated_into(tmp_path, small_generate):
 
 
 def test_default_folder_is_generated_when_missing(tmp_path, monkeypatch, small_generate):
+    monkeypatch.chdir(tmp_path)  # the default folder is data/synthetic of the working directory
     default = tmp_path / "data" / "synthetic"
-    monkeypatch.setattr(synthetic, "DEFAULT_ROOT", default)
     synthetic.ensure_synthetic(default)
     assert (default / synthetic.MARKER).is_file()
 

@@ -46,20 +46,18 @@ def sgd(net: torch.nn.Module):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
-def test_train_one_epoch_is_the_plain_pytorch_loop():
-    data = batches()
-    net, twin = model(), model()
-    optimizer, scheduler = sgd(net)
-    result = train_one_epoch(net, data, optimizer, scheduler, criterion("per_channel"), OPTIONS)
+PER_CHANNEL = torch.tensor([4.0, 19.0]).view(2, 1, 1)  # per_channel's pos_weight neg_c / pos_c = (80/20, 95/5)
 
-    # the same three steps by hand: pos_weight neg_c / pos_c = (80/20, 95/5), mean over valid elements
-    pos_weight = torch.tensor([4.0, 19.0]).view(2, 1, 1)
+
+def per_channel_by_hand(twin: torch.nn.Module, data: list[dict]) -> tuple[list[float], list[float]]:
+    """The steps of train_one_epoch with per_channel weights in plain PyTorch (SGD, lr 0.5): each step's loss
+    (the weighted BCE's mean over valid elements) and mean applied weight (pos_weight on positives, 1 else)."""
     twin_optimizer = torch.optim.SGD(twin.parameters(), lr=0.5)
-    losses = []
+    losses, weights = [], []
     for batch in data:
         logits = twin(batch["image"])
         elementwise = F.binary_cross_entropy_with_logits(
-            logits, batch["target"], pos_weight=pos_weight, reduction="none"
+            logits, batch["target"], pos_weight=PER_CHANNEL, reduction="none"
         )
         mask = batch["valid"].float().expand_as(elementwise)
         loss = (elementwise * mask).sum() / mask.sum()
@@ -67,6 +65,18 @@ def test_train_one_epoch_is_the_plain_pytorch_loop():
         loss.backward()
         twin_optimizer.step()
         losses.append(loss.item())
+        applied = batch["target"] * PER_CHANNEL + (1 - batch["target"])
+        weights.append(float((applied * mask).sum() / mask.sum()))
+    return losses, weights
+
+
+def test_train_one_epoch_is_the_plain_pytorch_loop():
+    data = batches()
+    net, twin = model(), model()
+    optimizer, scheduler = sgd(net)
+    result = train_one_epoch(net, data, optimizer, scheduler, criterion("per_channel"), OPTIONS)
+
+    losses, _ = per_channel_by_hand(twin, data)
     assert result["steps"] == 3
     assert result["loss"] == pytest.approx(float(np.mean(losses)), rel=1e-6)
     for trained, by_hand in zip(net.parameters(), twin.parameters(), strict=True):
@@ -109,3 +119,25 @@ def test_evaluate_returns_the_unweighted_bce_over_valid_pixels():
         )
     pixels = sum(int(b["valid"].sum()) * 2 for b in data)
     assert got == pytest.approx(float(total) / pixels, rel=1e-6)
+
+
+def test_the_step_log_gets_each_intervals_means_and_the_lr():
+    data = batches(5)
+    net = model()
+    optimizer, scheduler = sgd(net)
+    calls = []
+    options = StepOptions(
+        torch.device("cpu"), channels_last=False, progress=False, log_every=2, on_log=lambda *a: calls.append(a)
+    )
+    train_one_epoch(net, data, optimizer, scheduler, criterion("per_channel"), options)
+    losses, weights = per_channel_by_hand(model(), data)
+    assert [step for step, _ in calls] == [2, 4]  # the fifth step starts an interval that does not end
+    for (_, values), start in zip(calls, (0, 2), strict=True):
+        assert values["loss"] == pytest.approx(np.mean(losses[start : start + 2]), rel=1e-6)
+        assert values["weight"] == pytest.approx(np.mean(weights[start : start + 2]), rel=1e-6)
+        assert values["lr"] == 0.5
+    calls.clear()
+    train_one_epoch(
+        net, data, optimizer, scheduler, criterion("none"), StepOptions(**{**vars(options), "on_log": None})
+    )
+    assert calls == []  # no callback: nothing is read per interval

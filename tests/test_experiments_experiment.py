@@ -2,12 +2,12 @@
 a bad run config names the strategy and seed."""
 
 import pytest
+from conftest import REPO
 from test_experiments_grid import TINY
 
-from seg.config import REPO_ROOT
 from seg.experiments.experiment import load_experiment, plan_runs, resolve_configs
 
-EXPERIMENTS = sorted(p for p in (REPO_ROOT / "experiments").glob("*.yaml") if not p.name.endswith(".sweep.yaml"))
+EXPERIMENTS = sorted(p for p in (REPO / "experiments").glob("*.yaml") if not p.name.endswith(".sweep.yaml"))
 
 
 def test_a_bad_run_config_names_strategy_and_seed(tmp_path):
@@ -44,7 +44,7 @@ LOSS_ARMS = {"bce", "dice", "dice_bce", "focal", "tversky", "bce_oversampled", "
 
 @pytest.mark.parametrize("name", ["losses_isbi2012", "losses_synthetic", "losses_camvid"])
 def test_loss_experiments_have_the_arms_and_the_bce_reference(name):
-    experiment = load_experiment(REPO_ROOT / "experiments" / f"{name}.yaml")
+    experiment = load_experiment(REPO / "experiments" / f"{name}.yaml")
     assert LOSS_ARMS <= set(experiment.strategies) and len(experiment.strategies) >= 9
     assert experiment.reference == "bce"
     resolved = resolve_configs(experiment, plan_runs(experiment, "quick"))[:: len(experiment.seeds)]

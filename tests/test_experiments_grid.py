@@ -1,12 +1,16 @@
 """Tests for seg/experiments/grid.py: a tiny grid end to end, interrupted, resumed, re-aggregated, with --jobs,
 and from a fresh checkout."""
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+import seg
 from seg import checkpoint
 from seg.apps import compare as compare_app
 from seg.apps import train as train_app
@@ -58,7 +62,7 @@ def test_tiny_grid_resumes_skips_finished_runs_and_reaggregates(tmp_path, monkey
     assert (config["run"]["seed"], config["loss"]["negatives"], config["logging"]["wandb"]["group"]) == (
         1,
         "all_zero",
-        "tiny",
+        "tiny-ci",  # the W&B group: <experiment>-<profile>
     )
     assert sorted(p.name for p in (results_dir / "runs").iterdir()) == [
         f"{n}.json" for n in ("tiny-ci-none-s0", "tiny-ci-none-s1", "tiny-ci-per_channel-s0", "tiny-ci-per_channel-s1")
@@ -80,13 +84,15 @@ def test_tiny_grid_resumes_skips_finished_runs_and_reaggregates(tmp_path, monkey
     assert (results_dir / "dice_per_channel.png").stat().st_size > 0
     assert (results_dir / "dice_vs_frequency.png").stat().st_size > 0
 
-    # --jobs: each run as scripts/train.py (called here in this process); finished runs are skipped
+    # --jobs: each run as python -m seg.apps.train from the working directory (called here in this process);
+    # finished runs are skipped
     calls = []
 
     def fake_subprocess_run(command, stdout, **kwargs):
         calls.append(command)
-        assert Path(command[1]) == grid.TRAIN_SCRIPT
-        return type("Done", (), {"returncode": run_main(train_app.main, command[2:])})()
+        assert command[:3] == [sys.executable, "-m", "seg.apps.train"] and kwargs["cwd"] == Path.cwd()
+        assert kwargs["env"]["PYTHONPATH"].split(os.pathsep)[0] == str(Path(seg.__file__).resolve().parents[1])
+        return type("Done", (), {"returncode": run_main(train_app.main, command[3:])})()
 
     monkeypatch.setattr(grid.subprocess, "run", fake_subprocess_run)
     grid.run_experiment(experiment, "ci", extra, jobs=2, results_root=results_root, progress=False)
@@ -174,3 +180,11 @@ def test_nested_evaluation_scores_test_with_choices_made_on_val(tmp_path, monkey
     argv = ["--experiment", str(experiment_file), "--profile", "ci", "--out", str(results_root), "--aggregate-only"]
     assert run_main(compare_app.main, argv) == 0
     assert (results_dir / "results.md").read_text() == markdown
+
+
+def test_the_module_the_grid_launches_runs_with_python_m(tmp_path):
+    """--jobs N starts python -m seg.apps.train from the working directory: the module runs as a command."""
+    done = subprocess.run(
+        [sys.executable, "-m", grid.TRAIN_MODULE, "--help"], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0 and done.stdout.startswith("usage: train.py"), done.stderr

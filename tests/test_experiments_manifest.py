@@ -4,12 +4,13 @@ key is refused naming the file and the key; an older manifest (top-level jobs an
 import json
 
 import pytest
+from conftest import REPO
 
-from seg.config import REPO_ROOT, ConfigError
+from seg.config import ConfigError
 from seg.experiments.manifest import MANIFEST, Manifest, TrainedWith
 from seg.files import json_text
 
-COMMITTED = sorted((REPO_ROOT / "experiments" / "results").glob(f"*/{MANIFEST}"))
+COMMITTED = sorted((REPO / "experiments" / "results").glob(f"*/{MANIFEST}"))
 
 
 def test_there_are_committed_manifests():

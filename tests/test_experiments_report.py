@@ -1,56 +1,75 @@
-"""Tests for seg/experiments/report.py: the rows as a W&B table, the README result blocks."""
+"""Tests for seg/experiments/report.py: the comparison as a W&B run (read back offline), the README result blocks."""
 
-import dataclasses
+import json
+import shutil
 
 import pytest
-from test_experiments_aggregate import RUNS
+from conftest import REPO
+from wandb_records import history_rows, run_info
 
-from seg.config import REPO_ROOT
-from seg.experiments.aggregate import aggregate
-from seg.experiments.manifest import Manifest, WandbInfo
-from seg.experiments.report import log_results_table, readme_blocks, replace_readme_block
+from seg.experiments.report import readme_blocks, replace_readme_block
 
 
-def test_results_table_goes_to_wandb_unless_disabled(tmp_path, monkeypatch):
-    logged = []
+def test_the_comparison_goes_to_wandb_unless_disabled(tmp_path):
+    """A committed results folder re-aggregated with W&B offline: a compare run of the experiment's group
+    with the plots as images, the wide table (strategy x seed), the summary table and the rows."""
+    import seg.experiments.report as report
 
-    class FakeTracker:
-        def __init__(self, run_dir, mode, project, group, name, config, tags=None):
-            logged.append((mode, group, name))
+    folder = tmp_path / "weighting_isbi2012-quick"
+    shutil.copytree(REPO / "experiments" / "results" / folder.name, folder)
+    manifest = json.loads((folder / "experiment.json").read_text())
+    disabled = manifest["wandb"] | {"mode": "disabled", "out_dir": str(tmp_path)}
+    (folder / "experiment.json").write_text(json.dumps(manifest | {"wandb": disabled}))
+    report.aggregate_directory(folder)
+    assert not (tmp_path / "weighting_isbi2012-quick-results").exists()  # disabled: no W&B run at all
 
-        def log_table(self, key, columns, rows):
-            logged.append((key, columns[:2], len(rows)))
-
-        def finish(self):
-            logged.append("finished")
-
-    import seg.tracking
-
-    monkeypatch.setattr(seg.tracking, "Tracker", FakeTracker)
-    committed = REPO_ROOT / "experiments" / "results" / "weighting_isbi2012-quick" / "experiment.json"
-    manifest = dataclasses.replace(
-        Manifest.read(committed),
-        experiment="x",
-        wandb=WandbInfo(mode="disabled", project="seg", group="x", out_dir="/nonexistent"),
+    wandb = manifest["wandb"] | {"mode": "offline", "group": "weighting_isbi2012-quick", "out_dir": str(tmp_path)}
+    (folder / "experiment.json").write_text(json.dumps(manifest | {"wandb": wandb}))
+    rows = report.aggregate_directory(folder)
+    run = tmp_path / "weighting_isbi2012-quick-results"
+    assert run_info(run) == {
+        "name": "weighting_isbi2012-quick-results",
+        "group": "weighting_isbi2012-quick",
+        "job_type": "compare",
+        "tags": ["comparison"],
+    }
+    logged = {key for row in history_rows(run) for key in row}
+    assert "comparison/dice_per_channel/_type" in logged  # the plot, as an image
+    tables = {
+        path.name.split("_")[0]: json.loads(path.read_text())
+        for path in run.glob("wandb/offline-run-*/files/media/table/comparison/*.table.json")
+    }
+    wide = tables["runs"]
+    assert len(wide["data"]) == 4 * 3  # strategies x seeds
+    columns = wide["columns"]
+    for line in wide["data"]:
+        record = dict(zip(columns, line, strict=True))
+        summary = json.loads((folder / "runs" / f"{record['run']}.json").read_text())
+        assert record["best_epoch"] == summary["best_epoch"]
+        assert record["val/dice"] == summary["val"]["dice"]
+        assert record["val/tuned/dice"] == summary["val"]["by_threshold"]["tuned"]["dice"]
+        assert record["val/dice/membrane"] == summary["val"]["per_channel"]["membrane"]["dice"]
+        test = json.loads((folder / "runs" / f"{record['run']}.eval-test.json").read_text())
+        assert record["test/0.5/dice"] == test["metrics"]["by_threshold"]["0.5"]["dice"]
+    summary_table = tables["summary"]
+    assert [line[0] for line in summary_table["data"]] == ["none", "global", "per_batch", "border_map"]
+    by_strategy = {line[0]: dict(zip(summary_table["columns"], line, strict=True)) for line in summary_table["data"]}
+    expected = next(
+        r
+        for r in rows
+        if (r["strategy"], r["split"], r["quantity"], r["variant"], r["channel"])
+        == ("global", "test", "dice", "tuned", "macro")
     )
-    log_results_table(manifest, [])
-    assert logged == []
-    rows = aggregate(RUNS, ["cell", "speck"])
-    wandb = dataclasses.replace(manifest.wandb, mode="offline", out_dir=str(tmp_path))
-    manifest = dataclasses.replace(manifest, wandb=wandb)
-    log_results_table(manifest, rows)
-    assert logged == [
-        ("offline", "x", "x-quick-results"),
-        ("comparison/results", ["strategy", "split"], len(rows)),
-        "finished",
-    ]
+    assert by_strategy["global"]["test/dice/tuned/mean"] == expected["mean"]
+    assert by_strategy["global"]["test/dice/tuned/diff_mean"] == expected["diff_mean"]
+    assert len(tables["results"]["data"]) == len(rows)
 
 
 def test_readme_result_blocks_equal_the_committed_results():
-    readme = REPO_ROOT / "README.md"
+    readme = REPO / "README.md"
     blocks = readme_blocks(readme.read_text()) if readme.is_file() else {}
     for name, body in blocks.items():
-        results = REPO_ROOT / "experiments" / "results" / name / "results.md"
+        results = REPO / "experiments" / "results" / name / "results.md"
         assert results.is_file(), f"README block results:{name} has no {results}"
         assert body.strip() == results.read_text().strip(), (
             f"README block results:{name} differs from {results}: run scripts/compare.py ... --update-readme"

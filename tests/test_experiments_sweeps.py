@@ -30,9 +30,14 @@ def test_sweep_files_match_the_experiment_and_use_valid_keys(path):
     for sweep in committed.values():
         assert sweep["method"] == "grid" and "${args_no_hyphens}" in sweep["command"]
         assert set(sweep["parameters"]["run.seed"]["values"]) == set(experiment.seeds)
+        names = set()
         for arguments in _grid_points(sweep):
             cfg = load_config(expand_path(experiment.base), arguments)  # every key valid, every value too
             covered.add((cfg.loss.weighting, cfg.loss.apply_as, cfg.loss.negatives))
+            assert cfg.logging.wandb.group == f"{experiment.name}-full"
+            assert cfg.wandb_name.endswith(f"{cfg.loss.weighting}-s{cfg.run.seed}")  # named by the swept values
+            names.add(cfg.wandb_name)
+        assert len(names) == len(sweep["parameters"]["loss.weighting"]["values"]) * len(experiment.seeds)
     for overrides in experiment.strategies.values():
         cfg = load_config(expand_path(experiment.base), [*experiment.common, *overrides])
         assert (cfg.loss.weighting, cfg.loss.apply_as, cfg.loss.negatives) in covered

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from seg.outputs.overlays import PALETTE, overlay, overlay_grid, save_overlay_grid
+from seg.outputs.overlays import PALETTE, overlay, overlay_grid, palette, save_overlay_grid
 
 NAMES = ["cell", "speck"]
 
@@ -43,3 +43,14 @@ def test_save_overlay_grid_png(tmp_path):
     )
     path = save_overlay_grid(grid, NAMES, tmp_path / "grid.png", title="t")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_every_class_gets_its_own_colour():
+    for count in (1, 10, 11, 12, 40, 300):
+        colours = palette(count)
+        assert colours.shape == (count, 3) and len({tuple(c) for c in colours}) == count
+    assert palette(11)[:10].tolist() == PALETTE.tolist()  # tab10 first
+    image = np.zeros((1, 11, 3), np.uint8)
+    masks = np.eye(11, dtype=np.uint8)[None]  # pixel c in class c: CamVid's 11 classes
+    out = overlay(image, masks, alpha=1.0)
+    assert len({tuple(pixel) for pixel in out[0].tolist()}) == 11  # the 11th no longer shares the first's colour

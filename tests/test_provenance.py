@@ -1,9 +1,11 @@
-"""Tests for seg/provenance.py: the command as typed (quoted, script relative to the repo), the command
-recorded by run_main over sys.argv, and the keys of the provenance block (what a written summary.json
-carries end to end is pinned in tests/test_apps_train.py)."""
+"""Tests for seg/provenance.py: the command as typed (quoted, script relative to the working directory), the
+command recorded by run_main over sys.argv, the commit of the working directory's checkout (None outside one),
+and the keys of the provenance block (what a written summary.json carries end to end is pinned in
+tests/test_apps_train.py)."""
 
 import platform
 import re
+import subprocess
 import sys
 
 import pytest
@@ -19,7 +21,8 @@ def restore_command(monkeypatch):
     monkeypatch.setattr(provenance, "_COMMAND", provenance._COMMAND)
 
 
-def test_command_line_quotes_arguments_and_makes_the_script_repo_relative():
+def test_command_line_quotes_arguments_and_makes_the_script_relative_to_the_working_directory(monkeypatch):
+    monkeypatch.chdir(REPO)
     script = str(REPO / "scripts" / "train.py")
     argv = [script, "--config", "configs/my run.yaml", "--set", "run.name=it's", "$HOME"]
     assert provenance.command_line(argv) == (
@@ -28,9 +31,24 @@ def test_command_line_quotes_arguments_and_makes_the_script_repo_relative():
     assert provenance.command_line(["/opt/tools/train.py", "-x"]) == "python /opt/tools/train.py -x"  # outside the repo
     assert provenance.command_line(["/usr/bin/seg-train", "--a"]) == "/usr/bin/seg-train --a"  # not a .py: no python
     assert provenance.command_line([]) == ""
+    monkeypatch.chdir(REPO / "scripts")
+    assert provenance.command_line([script]) == "python train.py"
+    assert provenance.command_line(["scripts/train.py"]) == "python scripts/train.py"  # an app's SCRIPT, as typed
+
+
+def test_commit_is_the_working_directory_checkouts_and_none_outside_any(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO / "seg")  # inside the checkout: its commit
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+    assert provenance.git_state()["commit"] == head.stdout.strip()
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # git looks no higher than tmp_path
+    monkeypatch.chdir(tmp_path)
+    assert provenance.git_state() == {"commit": None, "dirty": None}
+    block = provenance.provenance("cpu", argv=["/usr/bin/seg-train", "--config", "my.yaml"])
+    assert block["commit"] is None and block["command"] == "/usr/bin/seg-train --config my.yaml"
 
 
 def test_record_command_overrides_sys_argv(monkeypatch, restore_command):
+    monkeypatch.chdir(REPO)
     monkeypatch.setattr(sys, "argv", ["/usr/lib/python3/pytest", "-q"])
     monkeypatch.setattr(provenance, "_COMMAND", None)
     assert provenance.command_line() == "/usr/lib/python3/pytest -q"  # nothing recorded: sys.argv
@@ -42,7 +60,8 @@ def test_record_command_overrides_sys_argv(monkeypatch, restore_command):
     assert provenance.provenance(argv=["x.py"])["command"] == "python x.py"  # an explicit argv wins
 
 
-def test_provenance_block_keys_and_values():
+def test_provenance_block_keys_and_values(monkeypatch):
+    monkeypatch.chdir(REPO)
     block = provenance.provenance("cpu", argv=[str(REPO / "scripts" / "train.py")])
     assert set(block) == {"commit", "dirty", "command", "versions", "device"}
     assert re.fullmatch(r"[0-9a-f]{40}", block["commit"]) and isinstance(block["dirty"], bool)  # a git checkout

@@ -44,7 +44,10 @@ def written_run(tmp_path, *overrides, last=True, summary=None):
 
 def test_run_directory_is_out_dir_slash_name(tmp_path, monkeypatch):
     assert run_directory(config(tmp_path)) == tmp_path / "exp"
-    assert run_directory(load_config(BASE_CONFIG)) == REPO / "runs" / "default"  # relative to the repo
+    monkeypatch.chdir(REPO)
+    assert run_directory(load_config(BASE_CONFIG)) == REPO / "runs" / "default"  # relative to the working directory
+    monkeypatch.chdir(tmp_path)
+    assert run_directory(load_config(BASE_CONFIG)) == tmp_path / "runs" / "default"
     monkeypatch.setenv("SEG_TEST_RUNS", str(tmp_path / "elsewhere"))
     cfg = load_config(BASE_CONFIG, ["run.out_dir=${SEG_TEST_RUNS}/grid", "run.name=b"])
     assert run_directory(cfg) == tmp_path / "elsewhere" / "grid" / "b"

@@ -68,3 +68,42 @@ def config_values(run_dir: Path) -> dict:
             for item in items:
                 values[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
     return values
+
+
+def _records(run_dir: Path, kind: str) -> list:
+    return [
+        record
+        for path in sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
+        for record in read_records(path)
+        if record.WhichOneof("record_type") == kind
+    ]
+
+
+def run_info(run_dir: Path) -> dict:
+    """The run record: name, group, job_type, tags (of the first run file)."""
+    run = _records(run_dir, "run")[0].run
+    return {"name": run.display_name, "group": run.run_group, "job_type": run.job_type, "tags": list(run.tags)}
+
+
+def artifacts(run_dir: Path) -> list[dict]:
+    """Every artifact logged: name, type, aliases, metadata and the manifest's file names."""
+    return [
+        {
+            "name": record.artifact.name,
+            "type": record.artifact.type,
+            "aliases": list(record.artifact.aliases),
+            "metadata": json.loads(record.artifact.metadata or "{}"),
+            "files": [entry.path for entry in record.artifact.manifest.contents],
+        }
+        for record in _records(run_dir, "artifact")
+    ]
+
+
+def metric_definitions(run_dir: Path) -> dict:
+    """define_metric records: name (or glob) -> {step_metric, summary: [the summaries kept]}."""
+    out = {}
+    for record in _records(run_dir, "metric"):
+        metric = record.metric
+        summary = [field.name for field, value in metric.summary.ListFields() if value]
+        out[metric.name or metric.glob_name] = {"step_metric": metric.step_metric, "summary": summary}
+    return out

@@ -5,7 +5,8 @@
     python scripts/audit_masks.py --masks data/x/masks --format binary --positive-values 255
 
 Writes mask_stats.json, report.md and plots into --out (default runs/audit-<dataset>),
-atomically. Problems in the data are listed there and do not fail the audit (exit 0);
+atomically; --wandb also logs them as a W&B run (job_type audit; offline unless --wandb online).
+Problems in the data are listed there and do not fail the audit (exit 0);
 exit 2 when the audit cannot run (no masks, bad arguments, bad config).
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from seg.cli import ArgumentParser, add_common_arguments, add_override_argument, at_least, quiet_environment
 from seg.config import ConfigError, MaskSpec
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "audit_masks.py"  # the command provenance records
+SCRIPT = "scripts/audit_masks.py"  # the command provenance records (as typed at the repository root)
 
 
 def _int_list(text: str) -> list[int]:
@@ -71,6 +72,15 @@ def parse_args(argv):
         type=int,
         choices=[4, 8],
         help="with --masks: component connectivity (default 4; with --config: loss.border.connectivity)",
+    )
+    parser.add_argument(
+        "--wandb",
+        nargs="?",
+        const="offline",
+        choices=["offline", "online", "disabled"],
+        default="disabled",
+        help="log the plots and counts as a W&B run (job_type audit) under --out/wandb; "
+        "--wandb alone: offline (default: no W&B)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_arguments(parser)
@@ -145,8 +155,10 @@ def main(argv=None) -> int:
     from seg.config import load_config
     from seg.weighting.registry import check_config
 
+    project = "seg"  # the W&B project (--wandb): the config's, with --config
     if args.config:
         cfg = load_config(args.config, args.overrides)
+        project = cfg.logging.wandb.project
         check_config(cfg)  # the whole config is refused before any work, loss.weighting included
         plan = audit.plan_from_config(
             cfg, args.config, args.split or "train", args.out, args.objects, args.objects_from
@@ -178,4 +190,9 @@ def main(argv=None) -> int:
     for kind, count in stats["problem_counts"].items():
         print(f"  problem {kind}: {count}")
     print(f"wrote {plan.out_dir}/mask_stats.json, report.md, {', '.join(stats['plots'])}")
+    if args.wandb != "disabled":
+        from seg.audit.logged import log_audit
+
+        log_audit(stats, plan.out_dir, args.wandb, project)
+        print(f"W&B ({args.wandb}): {plan.out_dir}/wandb")
     return 0

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import platform
 import sys
-from pathlib import Path
 
 from seg.benchmarks import SECTIONS, load_sections
 from seg.cli import ArgumentParser
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "benchmark.py"  # the command provenance records
+SCRIPT = "scripts/benchmark.py"  # the command provenance records (as typed at the repository root)
 
 
 def main(argv=None) -> int:

@@ -9,7 +9,9 @@ DIR/<experiment>-<profile>/ (DIR defaults to experiments/results): results.md, r
 plots, experiment.json and runs/<run>.json (each run's summary.json). --aggregate-only
 rebuilds them from those files alone; --update-readme copies results.md into README.md
 between <!-- results:NAME --> and <!-- /results:NAME -->. --write-sweeps writes the W&B
-sweep files for the experiment's grid. Exit codes: 0 done, 2 bad experiment/config/data, 1 other.
+sweep files for the experiment's grid. Relative paths (DIR, README.md, the experiment's files)
+are those of the working directory: run it from the repository root. Exit codes: 0 done,
+2 bad experiment/config/data, 1 other.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from seg.cli import ArgumentParser, add_common_arguments, add_override_argument, at_least, quiet_environment
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "compare.py"  # the command provenance records
+SCRIPT = "scripts/compare.py"  # the command provenance records (as typed at the repository root)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,12 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     quiet_environment()
-    from seg.config import REPO_ROOT
+    from seg.config import ConfigError
     from seg.experiments.experiment import load_experiment, results_directory
     from seg.experiments.grid import run_experiment
     from seg.experiments.report import aggregate_directory, update_readme
     from seg.experiments.sweeps import write_sweeps
 
+    readme = Path("README.md").absolute()
+    if args.update_readme and not readme.is_file():  # refused before any run trains
+        raise ConfigError(f"{readme}: not found; --update-readme updates the README.md of the folder you run from")
     experiment = load_experiment(args.experiment)
     if args.write_sweeps:
         for path in write_sweeps(experiment):
@@ -58,6 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {results_dir / 'results.md'}")
     print((results_dir / "results.md").read_text())
     if args.update_readme:
-        update_readme(REPO_ROOT / "README.md", results_dir)
+        update_readme(readme, results_dir)
         print(f"updated README.md block results:{results_dir.name}")
     return 0

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from seg.cli import ArgumentParser, add_common_arguments, at_least, quiet_environment
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "evaluate.py"  # the command provenance records
+SCRIPT = "scripts/evaluate.py"  # the command provenance records (as typed at the repository root)
 
 
 def main(argv: list[str] | None = None) -> int:

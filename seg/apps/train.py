@@ -10,12 +10,11 @@ data (one line), 3 diverged, 1 other errors.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from seg.cli import ArgumentParser, add_common_arguments, add_override_argument, at_least, quiet_environment, run_main
 from seg.launch import NPROC_FLAG, environment_rank, launch, without_nproc
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train.py"  # the command provenance records
+SCRIPT = "scripts/train.py"  # the command provenance records (as typed at the repository root)
 
 
 def main(argv: list[str] | None = None) -> int:

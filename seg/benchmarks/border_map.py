@@ -10,15 +10,14 @@ information; the target is judged on the generated images.
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 import scipy.ndimage as ndi
 import torch
 
+from seg.config import expand_path
 from seg.weighting.border import border_weight_map, connected_instances, naive_border_weight_map
 
 NAME = "border_map"
@@ -57,7 +56,7 @@ def with_membranes(instances: np.ndarray) -> np.ndarray:
 
 def isbi_instances(count: int) -> list[np.ndarray]:
     """Cells of the first ``count`` ISBI training masks, or [] when the data is absent."""
-    root = Path(os.environ.get("SEG_SHARED_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
+    root = expand_path("${SEG_SHARED_DATA}")  # default ../shared/data, from the working directory
     masks = sorted((root / "isbi2012_membrane" / "train" / "masks").glob("*.png"))[:count]
     return [
         connected_instances(np.asarray(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)) > 127, connectivity=4)

@@ -10,7 +10,6 @@ This package is the only reader of raw config dicts. Everything below it takes a
 
 from seg.config.loading import (
     BASE_CONFIG,
-    REPO_ROOT,
     apply_overrides,
     config_diff,
     config_to_dict,
@@ -30,7 +29,6 @@ from seg.errors import ConfigError
 
 __all__ = [
     "BASE_CONFIG",
-    "REPO_ROOT",
     "Config",
     "ConfigError",
     "MaskSpec",

@@ -1,14 +1,18 @@
 """Loading a config: YAML files, ``--set`` overrides, validation into :class:`Config`, paths.
 
-Loading order (later wins): ``configs/base.yaml`` (every default, with comments),
-the user's config file (only what differs), then ``--set key=value`` overrides.
-Unknown keys and wrong types raise :class:`ConfigError`, which the apps turn
-into one line and exit code 2.
+Loading order (later wins): the packaged defaults ``seg/config/base.yaml`` (every default, with
+comments; ``configs/base.yaml`` in the repository links to it), the user's config file (only what
+differs), then ``--set key=value`` overrides. Unknown keys and wrong types raise :class:`ConfigError`,
+which the apps turn into one line and exit code 2.
+
+Relative paths (the config file, ``data.root``, ``run.out_dir``, ...) are resolved against the current
+working directory (:func:`expand_path`), never against where seg is installed.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.resources
 import os
 import re
 from pathlib import Path
@@ -20,8 +24,9 @@ from pydantic import ValidationError
 from seg.config.schema import Config
 from seg.errors import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BASE_CONFIG = REPO_ROOT / "configs" / "base.yaml"
+# The defaults, shipped inside the package (package data); a plain file in every install seg supports
+# (a wheel or an editable install, not a zip), so that a path names it in messages.
+BASE_CONFIG = Path(str(importlib.resources.files("seg.config") / "base.yaml"))
 
 
 def read_yaml(path: Path) -> dict:
@@ -85,7 +90,7 @@ def _format_error(source: str, err: ValidationError) -> str:
     key = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-after"))
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        msg = "unknown key (see configs/base.yaml for the keys)"
+        msg = f"unknown key (see {BASE_CONFIG} for the keys)"
     elif first["type"] == "missing":
         msg = "missing key"
     elif "input" in first and first["type"] != "value_error":
@@ -150,16 +155,20 @@ def validate(raw: dict, source: str) -> Config:
 
 def read_run_config(path: str | Path) -> Config:
     """A run's saved config.yaml; keys added to seg since the run was written take their defaults
-    (configs/base.yaml), so older runs still resume and evaluate."""
+    (:data:`BASE_CONFIG`), so older runs still resume and evaluate."""
     return validate(deep_merge(read_yaml(BASE_CONFIG), read_yaml(Path(path))), str(path))
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Load ``path`` over ``configs/base.yaml``, apply ``overrides``, validate."""
+    """Load ``path`` (relative: to the working directory) over :data:`BASE_CONFIG`, apply ``overrides``, validate.
+    ``logging.wandb.group`` left null becomes the config file's name (``configs/isbi2012.yaml``: isbi2012)."""
     path = Path(path)
     defaults = read_yaml(BASE_CONFIG)
     user = read_yaml(path)
     merged = apply_overrides(deep_merge(defaults, user), overrides or [], defaults)
+    wandb = merged.get("logging", {}).get("wandb") if isinstance(merged.get("logging"), dict) else None
+    if isinstance(wandb, dict) and wandb.get("group") is None:
+        wandb["group"] = path.stem  # the W&B group of a plain run: the config's name
     source = f"{path}" + (" (with --set)" if overrides else "")
     return validate(merged, source)
 
@@ -197,15 +206,18 @@ _ENV = re.compile(r"\$\{(\w+)\}")
 
 
 def expand_path(text: str) -> Path:
-    """Expand ``${VAR}`` (SEG_SHARED_DATA defaults to ../shared/data) and resolve against the repo root."""
+    """Expand ``${VAR}`` and ``~``; a relative path is resolved against the current working directory.
+
+    ``${SEG_SHARED_DATA}`` defaults to ``../shared/data`` relative to the working directory (the shared data
+    beside the repository, run from its root). Returns an absolute path, fixed when it is expanded.
+    """
 
     def sub(match: re.Match) -> str:
         name = match.group(1)
         if name == "SEG_SHARED_DATA":
-            return os.environ.get(name, str(REPO_ROOT.parent / "shared" / "data"))
+            return os.environ.get(name, str(Path.cwd().parent / "shared" / "data"))
         if name not in os.environ:
             raise ConfigError(f"path {text!r}: environment variable {name} is not set")
         return os.environ[name]
 
-    path = Path(_ENV.sub(sub, text)).expanduser()
-    return path if path.is_absolute() else REPO_ROOT / path
+    return Path(_ENV.sub(sub, text)).expanduser().absolute()

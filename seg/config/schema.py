@@ -258,10 +258,20 @@ class WandbConfig(_Section):
     mode: Literal["offline", "online", "disabled"]
     project: Annotated[str, Field(min_length=1)]
     group: str | None
+    name: str | None  # a template of dotted config keys in braces, e.g. "{loss.weighting}-s{run.seed}"
     log_images: Count
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _braces_read_as_yaml(cls, value: Any) -> Any:
+        """YAML reads an unquoted ``{run.seed}`` as a mapping {'run.seed': None}: take it back as the template."""
+        if isinstance(value, dict) and len(value) == 1 and next(iter(value.values())) is None:
+            return "{" + str(next(iter(value))) + "}"
+        return value
 
 
 class LoggingConfig(_Section):
+    log_every: Count  # training steps between W&B step rows (0: none)
     wandb: WandbConfig
 
 
@@ -296,6 +306,8 @@ class Config(_Section):
             )
         if fmt in ("binary", "instance") and not self.data.positive_values:
             raise ValueError(f"data.positive_values must list the mask values of the positive class for {fmt} masks")
+        if self.logging.wandb.name is not None:
+            run_name(self)  # every {key} of the template names a config key
         if self.metrics.structure and self.metrics.objects_from == "instance" and self.num_classes != 1:
             raise ValueError(
                 "metrics.objects_from: instance needs one channel (binary or instance masks with instances/); "
@@ -304,5 +316,34 @@ class Config(_Section):
         return self
 
     @property
+    def wandb_group(self) -> str:
+        """The W&B group: logging.wandb.group, else run.name (train.py sets it to the config file's name)."""
+        return self.logging.wandb.group or self.run.name
+
+    @property
+    def wandb_name(self) -> str:
+        """The W&B run name: logging.wandb.name with its {keys} filled in, else run.name."""
+        return run_name(self) if self.logging.wandb.name is not None else self.run.name
+
+    @property
     def num_classes(self) -> int:
         return len(self.data.classes)
+
+
+_TEMPLATE_KEY = re.compile(r"\{([^{}]*)\}")
+
+
+def run_name(cfg: Config) -> str:
+    """``logging.wandb.name`` with each ``{dotted.key}`` replaced by that key's value in ``cfg``."""
+    template = cfg.logging.wandb.name or ""
+    values = cfg.model_dump(mode="json")
+
+    def value(match: re.Match) -> str:
+        node: Any = values
+        for part in match.group(1).split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise ValueError(f"logging.wandb.name: {{{match.group(1)}}} is not a config key (e.g. {{run.seed}})")
+            node = node[part]
+        return str(node)
+
+    return _TEMPLATE_KEY.sub(value, template)

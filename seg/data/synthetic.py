@@ -10,8 +10,8 @@ Layout written: ``root/images/*.png``, ``root/masks/<channel>/*.png`` (0/255),
 ``root/instances/*.png`` (uint16, 0 = background). Image sides are deliberately
 not multiples of 32, so that validation padding is exercised.
 
-``data.synthetic: true`` generates only into the default folder ``data/synthetic``
-(configs/base.yaml's ``data.root``) or into an existing empty folder; a folder with the
+``data.synthetic: true`` generates only into the default folder ``data/synthetic`` (the default
+``data.root``, relative to the working directory) or into an existing empty folder; a folder with the
 marker file ``.complete`` (written last) holds a complete set and is used as it is.
 Anything else is refused (``ensure_synthetic``): a mistyped ``data.root`` would otherwise
 receive a generated set, and a folder of someone's files is never overwritten.
@@ -26,12 +26,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from seg.config import REPO_ROOT
 from seg.errors import DataError
 
 CLASSES = ("cell", "nucleus", "speck")
 MARKER = ".complete"
-DEFAULT_ROOT = REPO_ROOT / "data" / "synthetic"  # configs/base.yaml's data.root
+DEFAULT_ROOT = Path("data") / "synthetic"  # the default data.root: relative to the working directory
 
 
 def _draw_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -88,7 +87,7 @@ def generate(root: Path, count: int = 48, size: int = 144, seed: int = 0) -> Pat
 
 
 def is_default_root(root: Path) -> bool:
-    """Whether ``root`` is the default synthetic folder ``data/synthetic`` of this repository."""
+    """Whether ``root`` is the default synthetic folder ``data/synthetic`` of the working directory."""
     try:
         return Path(root).resolve() == DEFAULT_ROOT.resolve()
     except OSError:

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import yaml
 
-from seg.config import REPO_ROOT, Config, ConfigError, expand_path, load_config, read_yaml
+from seg.config import Config, ConfigError, expand_path, load_config, read_yaml
 from seg.weighting.registry import check_config
 
-RESULTS_ROOT = REPO_ROOT / "experiments" / "results"
+RESULTS_ROOT = Path("experiments") / "results"  # relative to the working directory (compare.py --out overrides)
 ARM_KEYS = ("loss.", "data.sampling", "data.foreground_fraction", "data.foreground_channel")  # what an arm may set
 EXPERIMENT_KEYS = {"title", "base", "set", "strategies", "seeds", "profiles", "reference"}
 OWNED_KEYS = ("run.name", "run.seed")  # set by the grid, per run
@@ -182,7 +182,7 @@ def plan_runs(experiment: Experiment, profile: str, extra: list[str] | tuple[str
                         *experiment.common,
                         *experiment.profiles[profile],
                         *overrides,
-                        f"logging.wandb.group={experiment.name}",
+                        f"logging.wandb.group={experiment.name}-{profile}",
                         *extra,
                         f"run.name={name}",
                         f"run.seed={seed}",
@@ -210,8 +210,9 @@ def results_directory(experiment: Experiment, profile: str, results_root: Path |
 
 
 def relative_to_repo(path: Path) -> str:
+    """``path`` relative to the working directory (the repository root, run from it) when inside it, else as given."""
     try:
-        return str(Path(path).resolve().relative_to(REPO_ROOT))
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
 

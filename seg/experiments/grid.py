@@ -2,9 +2,9 @@
 
 Interrupted grids resume: fit() skips finished runs and resumes interrupted ones from last.pt.
 Each finished run's summary.json is copied to ``experiments/results/<experiment>-<profile>/runs/<run>.json``
-beside an ``experiment.json`` manifest, so that the aggregation can be regenerated from committed
-files alone (``--aggregate-only``, :mod:`seg.experiments.report`). The experiment file and the plan
-of runs are :mod:`seg.experiments.experiment`.
+(under the working directory, or ``--out``) beside an ``experiment.json`` manifest, so that the aggregation
+can be regenerated from committed files alone (``--aggregate-only``, :mod:`seg.experiments.report`). The
+experiment file and the plan of runs are :mod:`seg.experiments.experiment`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from seg.config import REPO_ROOT, Config, ConfigError, expand_path, mask_spec
+from seg.config import Config, ConfigError, expand_path, mask_spec
 from seg.experiments.experiment import (
     Experiment,
     PlannedRun,
@@ -40,7 +40,7 @@ from seg.results import EvalResult, RunSummary
 
 EVALUATED_CHECKPOINT = "last"  # the fixed budget's final model: no epoch is chosen on validation
 
-TRAIN_SCRIPT = REPO_ROOT / "scripts" / "train.py"
+TRAIN_MODULE = "seg.apps.train"  # --jobs N runs each as python -m TRAIN_MODULE, from the working directory
 
 
 # ------------------------------------------------------------------ the manifest
@@ -67,7 +67,7 @@ def build_manifest(
     """What results.md needs besides the run summaries; ``trained_with`` keeps how each run was trained."""
     cfg = configs[0]
     command = command_line(experiment, profile, extra, results_root)
-    inside = results_dir.resolve().is_relative_to(REPO_ROOT)
+    inside = results_dir.resolve().is_relative_to(Path.cwd().resolve())
     return Manifest(
         experiment=experiment.name,
         profile=profile,
@@ -210,21 +210,24 @@ def train_in_subprocesses(
     manifest: Manifest,
     jobs: int,
 ) -> None:
-    """Run the grid ``jobs`` at a time, each as ``scripts/train.py`` with its log in the run directory."""
+    """Run the grid ``jobs`` at a time, each as ``python -m seg.apps.train`` (the installed seg, from the working
+    directory) with its log in the run directory."""
     from seg.run_files import run_directory
 
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    package_root = str(Path(__file__).resolve().parents[2])  # the folder holding seg/: the runs import this seg
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     trained_with = TrainedWith(jobs=jobs, machine=machine_description(configs[0].train.device))
 
     def one(item: tuple[PlannedRun, Config]) -> tuple[str, int, Path]:
         run, cfg = item
         log = run_directory(cfg) / "compare.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, str(TRAIN_SCRIPT), "--config", str(expand_path(experiment.base)), "--no-progress"]
+        command = [sys.executable, "-m", TRAIN_MODULE, "--config", str(expand_path(experiment.base)), "--no-progress"]
         command += [arg for o in run.overrides for arg in ("--set", o)]
         with log.open("w") as handle:
-            code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT).returncode
+            code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=Path.cwd()).returncode
         if code == 0:
             record_run(cfg, results_dir, manifest, trained_with)
         print(f"{run.name}: {'done' if code == 0 else f'failed (exit {code}), see {log}'}", flush=True)

@@ -5,7 +5,8 @@ A results folder (``experiments/results/<experiment>-<profile>/``) holds the man
 results.md (people, :mod:`seg.experiments.markdown`; also copied into the README between
 ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->``), results.csv (every row of
 :func:`seg.experiments.aggregate.aggregate`) and the plots of :mod:`seg.experiments.plots`.
-The rows also go to W&B as a Table unless disabled.
+Unless W&B is disabled, a W&B run (job_type compare) gets the plots, a wide table of the runs
+(strategy x seed), a summary table (one row per strategy) and the rows.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import re
 from pathlib import Path
 
 from seg.config import ConfigError, expand_path
-from seg.experiments.aggregate import CSV_COLUMNS, aggregate, format_csv_value
+from seg.experiments.aggregate import CSV_COLUMNS, MACRO, aggregate, format_csv_value
 from seg.experiments.manifest import MANIFEST, Manifest
 from seg.experiments.markdown import results_markdown
-from seg.experiments.plots import write_comparison_plots
-from seg.results import EvalResult, RunSummary
+from seg.experiments.plots import PLOTS, write_comparison_plots
+from seg.results import EvalResult, RunSummary, Scores
 
 # ------------------------------------------------------------------ a results folder
 
@@ -70,12 +71,68 @@ def aggregate_directory(results_dir: Path) -> list[dict]:
     write_csv(rows, results_dir / "results.csv")
     fractions, title = manifest.train_positive_fraction, manifest.title_text
     write_comparison_plots(rows, list(manifest.strategies), classes, fractions, results_dir, title, reference)
-    log_results_table(manifest, rows)
+    log_comparison(manifest, rows, run_table(manifest, runs, evaluations), results_dir)
     return rows
 
 
-def log_results_table(manifest: Manifest, rows: list[dict]) -> None:
-    """The rows as a W&B Table in a run of the experiment's group (not when W&B is disabled)."""
+def run_table(
+    manifest: Manifest, runs: dict[str, dict[int, RunSummary]], evaluations: dict[str, dict[int, EvalResult]]
+) -> tuple[list[str], list[list]]:
+    """The wide table: one row per strategy x seed (columns: the run, its best epoch, macro validation Dice
+    and IoU, macro Dice under each threshold policy and per channel, the same on the test split where
+    the run was evaluated on it)."""
+    policies = sorted({p for by_seed in runs.values() for s in by_seed.values() for p in s.val.by_threshold})
+    columns = ["strategy", "seed", "run", "best_epoch"]
+    splits = ["val"] + (["test"] if any(evaluations.values()) else [])
+    for split in splits:
+        columns += [f"{split}/dice", f"{split}/iou"] + [f"{split}/{p}/dice" for p in policies]
+        columns += [f"{split}/dice/{c}" for c in manifest.classes]
+    table = []
+    for run in manifest.runs:
+        summary = runs[run.strategy][run.seed]
+        row: list = [run.strategy, run.seed, run.name, summary.best_epoch]
+        for split in splits:
+            evaluation = evaluations.get(run.strategy, {}).get(run.seed)
+            scores = summary.val if split == "val" else evaluation.metrics if evaluation is not None else None
+            row += _score_columns(scores, policies, manifest.classes)
+        table.append(row)
+    return columns, table
+
+
+def _score_columns(scores: Scores | None, policies: list[str], classes: list[str]) -> list:
+    if scores is None:
+        return [None] * (2 + len(policies) + len(classes))
+    by_threshold = scores.by_threshold
+    return [
+        scores.dice,
+        scores.iou,
+        *(by_threshold[p].dice if p in by_threshold else None for p in policies),
+        *(scores.per_channel[c].dice for c in classes),
+    ]
+
+
+def summary_table(rows: list[dict]) -> tuple[list[str], list[list]]:
+    """The summary table: one row per strategy; for each macro (split, quantity, threshold) of the
+    aggregated rows, the mean over seeds, its interval, and the paired difference from the reference."""
+    macro = [row for row in rows if row["channel"] == MACRO]
+    keys = list(dict.fromkeys(f"{r['split']}/{r['quantity']}/{r['variant']}" for r in macro))
+    columns = ["strategy", "n"]
+    for key in keys:
+        columns += [f"{key}/mean", f"{key}/ci_low", f"{key}/ci_high", f"{key}/diff_mean"]
+    table = []
+    for strategy in dict.fromkeys(row["strategy"] for row in macro):
+        found = {f"{r['split']}/{r['quantity']}/{r['variant']}": r for r in macro if r["strategy"] == strategy}
+        line: list = [strategy, max((r["n"] for r in found.values()), default=0)]
+        for key in keys:
+            row = found.get(key, {})
+            line += [row.get("mean"), row.get("ci_low"), row.get("ci_high"), row.get("diff_mean")]
+        table.append(line)
+    return columns, table
+
+
+def log_comparison(manifest: Manifest, rows: list[dict], runs: tuple[list[str], list[list]], folder: Path) -> None:
+    """A W&B run of the experiment's group (job_type compare; not when W&B is disabled): the plots as images,
+    the runs as a wide table (strategy x seed), the summary table and every aggregated row (long format)."""
     from seg.tracking import Tracker
 
     wandb = manifest.wandb
@@ -93,7 +150,11 @@ def log_results_table(manifest: Manifest, rows: list[dict]) -> None:
         name,
         {k: written[k] for k in ("experiment", "profile", "strategies", "seeds", "budget")},
         tags=["comparison"],
+        job_type="compare",
     )
+    tracker.log_image_files({f"comparison/{key}": folder / file for key, file in PLOTS.items()})
+    tracker.log_table("comparison/runs", *runs)
+    tracker.log_table("comparison/summary", *summary_table(rows))
     tracker.log_table("comparison/results", list(CSV_COLUMNS), [[row[c] for c in CSV_COLUMNS] for row in rows])
     tracker.finish()
 

@@ -25,7 +25,8 @@ def sweep_files(experiment: Experiment, profile: str = "full") -> dict[str, dict
     are grouped by their overrides other than loss.weighting; the group without such
     overrides keeps the plain name ``<experiment>.sweep.yaml``. W&B passes values as
     ``key=str(value)``: null is written as the string "null". Each sweep run writes
-    to its own run.out_dir (runs/sweeps/<W&B run id>).
+    to its own run.out_dir (runs/sweeps/<W&B run id>), in the W&B group ``<experiment>-<profile>``,
+    named from its swept values (``logging.wandb.name``, e.g. ``per_channel-s1``).
     """
     groups: dict[tuple[str, ...], list[str]] = {}
     for name, overrides in experiment.strategies.items():
@@ -42,13 +43,15 @@ def sweep_files(experiment: Experiment, profile: str = "full") -> dict[str, dict
             *experiment.common,
             *experiment.profiles[profile],
             *fixed,
-            f"logging.wandb.group={experiment.name}",
+            f"logging.wandb.group={experiment.name}-{profile}",
             "logging.wandb.mode=online",
             "run.out_dir=runs/sweeps/${WANDB_RUN_ID}",
         ):
             key, _, value = text.partition("=")
             parsed = yaml.safe_load(value) if value.strip() else None
             parameters[key] = {"value": "null" if parsed is None else parsed}
+        # each run's W&B name from the swept values (a template of config keys, filled in by train.py)
+        parameters["logging.wandb.name"] = {"value": f"{label + '-' if label else ''}{{loss.weighting}}-s{{run.seed}}"}
         files[f"{experiment.name}{'.' + label if label else ''}.sweep.yaml"] = {
             "name": f"{experiment.name}-{profile}{'-' + label if label else ''}",
             "program": "scripts/train.py",

@@ -5,6 +5,7 @@ Pure numpy on uint8 arrays, except :func:`save_overlay_grid`, which writes a PNG
 
 from __future__ import annotations
 
+import colorsys
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +30,29 @@ PALETTE = np.array(
 )
 
 
+def palette(count: int) -> np.ndarray:
+    """``count`` distinct colours uint8 [count, 3]: tab10 (PALETTE) first, then hues in golden-ratio steps
+    (alternating brightness), so that no two classes share a colour whatever their number."""
+    colours = [tuple(int(v) for v in c) for c in PALETTE]
+    index = 0
+    while len(colours) < count:
+        hue = (index * 0.618033988749895) % 1.0
+        value = 0.95 if index % 2 == 0 else 0.65
+        rgb = tuple(int(v) for v in np.rint(255 * np.array(colorsys.hsv_to_rgb(hue, 0.75, value))))
+        if rgb not in colours:
+            colours.append(rgb)
+        index += 1
+    return np.array(colours[:count], dtype=np.uint8)
+
+
 def overlay(image: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """image uint8 [H,W,3]; masks [H,W,C] in {0,1}: channel c blended in PALETTE[c] (in channel
+    """image uint8 [H,W,3]; masks [H,W,C] in {0,1}: channel c blended in palette(C)[c] (in channel
     order, so later channels lie on top where labels overlap). Returns uint8 [H,W,3]."""
     out = image.astype(np.float32)
+    colours = palette(masks.shape[-1])
     for c in range(masks.shape[-1]):
         on = masks[..., c] > 0
-        out[on] = (1 - alpha) * out[on] + alpha * PALETTE[c % len(PALETTE)]
+        out[on] = (1 - alpha) * out[on] + alpha * colours[c]
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
@@ -76,7 +93,8 @@ def save_overlay_grid(grid: np.ndarray, class_names: list[str], path: str | Path
     ax.set_yticks([])
     for side in ax.spines.values():
         side.set_visible(False)
-    handles = [Patch(color=PALETTE[c % len(PALETTE)] / 255, label=name) for c, name in enumerate(class_names)]
+    colours = palette(len(class_names))
+    handles = [Patch(color=colours[c] / 255, label=name) for c, name in enumerate(class_names)]
     ax.legend(
         handles=handles,
         loc="upper center",
