@@ -23,11 +23,11 @@ import cv2
 import numpy as np
 
 from seg.config import ConfigError
+from seg.config.specs import MaskSpec
 from seg.data.folders import Sample
 from seg.data.formats import Faults, Problem, decode_mask
-from seg.errors import DataError
-from seg.config.specs import MaskSpec
 from seg.data.parallel import map_chunks
+from seg.errors import DataError
 
 NEGATIVES = ("pixels", "all_zero")  # what a channel's negatives are: pixels where it is 0 | where no channel is 1
 

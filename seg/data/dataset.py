@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from seg.config.specs import MaskSpec
 from seg.data.folders import Sample
 from seg.data.formats import load_mask
-from seg.errors import DataError
-from seg.config.specs import MaskSpec
 from seg.data.reading import read_image
 from seg.data.sampling import CropPlan, ForegroundSampler, positive_locations
+from seg.errors import DataError
 
 SampleMap = Callable[[Sample, np.ndarray, np.ndarray], np.ndarray]
 

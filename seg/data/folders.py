@@ -23,9 +23,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from seg.config.specs import MaskSpec
 from seg.data.formats import Faults
 from seg.errors import DataError
-from seg.config.specs import MaskSpec
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 

@@ -112,7 +112,9 @@ def ensure_synthetic(root: Path) -> Path:
     elif not root.is_dir():
         raise DataError(f"data.root {root}: not a folder; {rule}: fix the path")
     elif any(root.iterdir()):
-        raise DataError(f"data.root {root}: holds files but no complete synthetic set (no {MARKER} file); {rule}: "
-                        "fix the path, empty the folder, or set data.synthetic: false to train on its files")
+        raise DataError(
+            f"data.root {root}: holds files but no complete synthetic set (no {MARKER} file); {rule}: "
+            "fix the path, empty the folder, or set data.synthetic: false to train on its files"
+        )
     generate(root)
     return root

@@ -33,8 +33,16 @@ def eval_transform() -> A.Compose:
     """No resizing: pad bottom/right to a multiple of 32 (the U-Net's downsampling), padding ignored."""
     return A.Compose(
         [
-            A.PadIfNeeded(min_height=None, min_width=None, pad_height_divisor=32, pad_width_divisor=32,
-                          position="top_left", border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0),
+            A.PadIfNeeded(
+                min_height=None,
+                min_width=None,
+                pad_height_divisor=32,
+                pad_width_divisor=32,
+                position="top_left",
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=0,
+            ),
             A.Normalize(),
         ],
         additional_targets=PER_PIXEL_TARGETS,
