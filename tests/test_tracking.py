@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import math
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -193,3 +194,25 @@ def test_image_files_and_tables_are_logged(tmp_path):
     assert not any(key.startswith("comparison/absent") for row in rows for key in row)
     (table,) = tmp_path.glob("wandb/offline-run-*/files/media/table/comparison/runs_*.table.json")
     assert json.loads(table.read_text())["data"] == [["none", 0], ["global", 0]]
+
+
+def test_online_evaluation_uses_the_model_artifact(tmp_path):
+    """Online, use_model calls use_artifact (the lineage); tested on a stand-in run (no network in tests)."""
+    best = tmp_path / "best.pt"
+    best.write_bytes(b"best weights")
+    calls = []
+
+    class OnlineRun:
+        config = SimpleNamespace(update=lambda values: calls.append(("config", values)))
+
+        def use_artifact(self, reference):
+            calls.append(("use_artifact", reference))
+
+    tracker = Tracker(tmp_path, "disabled", "seg-tests", None, "run", {})
+    tracker.mode, tracker.run = "online", OnlineRun()
+    tracker.use_model("run-model:best", best)
+    digest = hashlib.sha256(b"best weights").hexdigest()
+    assert calls == [
+        ("config", {"checkpoint": {"artifact": "run-model:best", "sha256": digest}}),
+        ("use_artifact", "run-model:best"),
+    ]
