@@ -44,7 +44,7 @@ _NAME = re.compile(r"[A-Za-z0-9_]+")
 class Experiment:
     name: str
     path: Path
-    base: str  # as written (repo-relative), for commands and sweep files
+    base: str  # as written (relative: to the working directory), for commands and sweep files
     common: tuple[str, ...]  # "key=value" overrides for every run
     strategies: dict[str, tuple[str, ...]]
     seeds: tuple[int, ...]
