@@ -50,6 +50,14 @@ def test_every_class_gets_its_own_colour():
         colours = palette(count)
         assert colours.shape == (count, 3) and len({tuple(c) for c in colours}) == count
     assert palette(11)[:10].tolist() == PALETTE.tolist()  # tab10 first
+
+    def closest(colours):  # the smallest RGB distance between two of them
+        c = colours.astype(float)
+        distances = np.linalg.norm(c[:, None] - c[None], axis=2)
+        return distances[~np.eye(len(c), dtype=bool)].min()
+
+    # each colour added after tab10 lies at least as far from the others as tab10's closest pair
+    assert closest(palette(30)) >= closest(PALETTE)
     image = np.zeros((1, 11, 3), np.uint8)
     masks = np.eye(11, dtype=np.uint8)[None]  # pixel c in class c: CamVid's 11 classes
     out = overlay(image, masks, alpha=1.0)

@@ -31,18 +31,34 @@ PALETTE = np.array(
 
 
 def palette(count: int) -> np.ndarray:
-    """``count`` distinct colours uint8 [count, 3]: tab10 (PALETTE) first, then hues in golden-ratio steps
-    (alternating brightness), so that no two classes share a colour whatever their number."""
-    colours = [tuple(int(v) for v in c) for c in PALETTE]
+    """``count`` distinct colours uint8 [count, 3]: tab10 (PALETTE) first, then, one at a time, the colour of
+    a hue x saturation x brightness grid farthest (RGB distance) from those already taken, so that each new
+    class stands apart from the others; beyond the grid's 540 colours, further hues in golden-ratio steps."""
+    colours = [tuple(int(v) for v in c) for c in PALETTE][:count]
+    if len(colours) < count:
+        grid = np.array(
+            [
+                colorsys.hsv_to_rgb(h / 60, s, v)
+                for h in range(60)
+                for s in (0.45, 0.7, 0.95)
+                for v in (0.55, 0.75, 0.95)
+            ]
+        )
+        grid = np.rint(255 * grid)
+        nearest = np.min(np.linalg.norm(grid[:, None] - np.array(colours, float)[None], axis=2), axis=1)
+        while len(colours) < count and nearest.max() > 0:
+            pick = grid[int(nearest.argmax())]
+            colours.append(tuple(int(v) for v in pick))
+            nearest = np.minimum(nearest, np.linalg.norm(grid - pick, axis=1))
     index = 0
     while len(colours) < count:
-        hue = (index * 0.618033988749895) % 1.0
         value = 0.95 if index % 2 == 0 else 0.65
-        rgb = tuple(int(v) for v in np.rint(255 * np.array(colorsys.hsv_to_rgb(hue, 0.75, value))))
-        if rgb not in colours:
-            colours.append(rgb)
+        rgb = colorsys.hsv_to_rgb((index * 0.618033988749895) % 1.0, 0.75, value)
+        colour = tuple(int(v) for v in np.rint(255 * np.array(rgb)))
+        if colour not in colours:
+            colours.append(colour)
         index += 1
-    return np.array(colours[:count], dtype=np.uint8)
+    return np.array(colours, dtype=np.uint8)
 
 
 def overlay(image: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> np.ndarray:
