@@ -14,7 +14,6 @@ audits (``audit``) are runs of their own.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import uuid
@@ -24,7 +23,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from seg.files import json_text
+from seg.files import file_sha256, json_text
 
 RUN_ID_FILE = "wandb_run_id.txt"
 
@@ -50,14 +49,6 @@ def truncate_metrics(path: Path, last_epoch: int) -> None:
 EPOCH, STEP = "epoch", "trainer/step"  # the step metrics of epoch rows and of per-step rows
 STEP_PREFIX = "step/"
 UNLABELLED = "none"  # the class label of index-mask pixels in no class (W&B mask value 0)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def common_size(images: list[np.ndarray], masks: list[list[np.ndarray]]) -> tuple[list, list]:

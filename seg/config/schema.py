@@ -317,7 +317,7 @@ class Config(_Section):
 
     @property
     def wandb_group(self) -> str:
-        """The W&B group: logging.wandb.group, else run.name (train.py sets it to the config file's name)."""
+        """The W&B group: logging.wandb.group (load_config fills in the config file's name), else run.name."""
         return self.logging.wandb.group or self.run.name
 
     @property
