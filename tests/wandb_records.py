@@ -7,6 +7,7 @@ of records (block 0 starts after the header), each with a 7-byte header (crc32 u
 
 import json
 import struct
+import time
 from pathlib import Path
 
 BLOCK = 32 * 1024
@@ -33,10 +34,31 @@ def read_records(path: Path):
     return records
 
 
+def run_files(run_dir: Path, timeout: float = 30.0) -> list[Path]:
+    """The offline run files under ``run_dir/wandb``, each once complete: W&B's service process may still be
+    writing a file when ``run.finish()`` has returned (seen: only the 7-byte header, read right after), so wait
+    until its last record is the run's ``exit`` record (the file is written in order)."""
+    paths = sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
+    deadline = time.monotonic() + timeout
+    for path in paths:
+        while not _ends_with_exit(path):
+            assert time.monotonic() < deadline, f"{path}: no exit record after {timeout} s"
+            time.sleep(0.05)
+    return paths
+
+
+def _ends_with_exit(path: Path) -> bool:
+    try:
+        records = read_records(path)
+    except Exception:  # noqa: BLE001 - a record cut off mid-write: not complete yet
+        return False
+    return bool(records) and records[-1].WhichOneof("record_type") == "exit"
+
+
 def history_rows(run_dir: Path) -> list[dict]:
     """Every logged history row of the offline run(s) under ``run_dir/wandb``."""
     rows = []
-    for path in sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")):
+    for path in run_files(run_dir):
         for record in read_records(path):
             if record.WhichOneof("record_type") == "history":
                 row = {}
@@ -50,7 +72,7 @@ def history_rows(run_dir: Path) -> list[dict]:
 def summary_values(run_dir: Path) -> dict:
     """The run summary as written (the last value of each key wins)."""
     values = {}
-    for path in sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")):
+    for path in run_files(run_dir):
         for record in read_records(path):
             if record.WhichOneof("record_type") == "summary":
                 for item in record.summary.update:
@@ -61,7 +83,7 @@ def summary_values(run_dir: Path) -> dict:
 def config_values(run_dir: Path) -> dict:
     """The run config as written (at init and by later updates; the last value of each key wins)."""
     values = {}
-    for path in sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")):
+    for path in run_files(run_dir):
         for record in read_records(path):
             kind = record.WhichOneof("record_type")
             items = record.run.config.update if kind == "run" else record.config.update if kind == "config" else []
@@ -73,7 +95,7 @@ def config_values(run_dir: Path) -> dict:
 def _records(run_dir: Path, kind: str) -> list:
     return [
         record
-        for path in sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
+        for path in run_files(run_dir)
         for record in read_records(path)
         if record.WhichOneof("record_type") == kind
     ]
