@@ -19,12 +19,12 @@ from seg.cli import run_main
 
 @pytest.fixture
 def tiny_section(monkeypatch):
-    """seg.benchmarks.tiny: a section that records the quick flag it was run with."""
+    """seg.benchmarks.tiny: a section that records the size it was run with."""
     section = types.ModuleType("seg.benchmarks.tiny")
     section.NAME, section.TARGET, section.calls = "tiny", "tiny >= 1x, always", []
 
-    def run(quick=False):
-        section.calls.append(quick)
+    def run(size):
+        section.calls.append(size)
         return ["| a | b |", "|---|---|", "| 1 | PASS |"]
 
     section.run = run
@@ -50,9 +50,9 @@ def test_only_one_section_prints_its_markdown_with_the_target_line(tiny_section,
         "",  # a blank line after each section
         "",
     ]
-    assert tiny_section.calls == [True]
+    assert tiny_section.calls == ["quick"]
     assert benchmark_app.main(["--only", "tiny", "tiny"]) == 0  # full sizes; a section named twice runs twice
-    assert "; full sizes." in capsys.readouterr().out and tiny_section.calls == [True, False, False]
+    assert "; full sizes." in capsys.readouterr().out and tiny_section.calls == ["quick", "full", "full"]
 
 
 def test_an_unknown_section_is_one_line_exit_2(capsys):

@@ -3,6 +3,7 @@
 python scripts/benchmark.py            # full sizes
 python scripts/benchmark.py --quick    # small sizes, for a smoke run
 python scripts/benchmark.py --only border_map
+python scripts/benchmark.py --tiny     # seconds: for tests (the tables' structure, never the timings)
 """
 
 from __future__ import annotations
@@ -18,20 +19,23 @@ SCRIPT = "scripts/benchmark.py"  # the command provenance records (as typed at t
 
 def main(argv=None) -> int:
     parser = ArgumentParser(prog="benchmark.py", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
+    sizes = parser.add_mutually_exclusive_group()
+    sizes.add_argument("--quick", action="store_true", help="smaller sizes (under 3 minutes on 2 cores)")
+    sizes.add_argument("--tiny", action="store_true", help="tiny sizes, for tests: the tables, not the timings")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     args = parser.parse_args(argv)
+    size = "tiny" if args.tiny else "quick" if args.quick else "full"
     import torch
 
     print("# Benchmarks\n")
     print(
         f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}; torch {torch.__version__}; "
-        f"{'quick' if args.quick else 'full'} sizes. Ratios are measured side by side in one run.\n"
+        f"{size} sizes. Ratios are measured side by side in one run.\n"
     )
     for section in load_sections(args.only):
         print(f"## {section.NAME}\n")
         print(f"Target: {section.TARGET}\n")
-        for line in section.run(quick=args.quick):
+        for line in section.run(size):
             print(line)
         print()
         sys.stdout.flush()

@@ -55,7 +55,8 @@ def _imread_all(paths: list[Path]) -> None:
         cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
 
 
-def run(quick: bool = False) -> list[str]:
+def run(size: str) -> list[str]:
+    quick = size != "full"
     count, rounds = (200, 2) if quick else (1000, 3)
     with tempfile.TemporaryDirectory(prefix="seg-bench-audit-") as tmp:
         binary = MaskSpec("binary", ("foreground",), (255,))

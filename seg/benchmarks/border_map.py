@@ -104,7 +104,8 @@ def table_row(name: str, result: dict, judged: bool) -> str:
     )
 
 
-def run(quick: bool) -> list[str]:
+def run(size: str) -> list[str]:
+    quick = size != "full"
     """Time naive vs fast on the same images; Markdown lines with PASS/FAIL per target."""
     n_images, repeats = (2, 1) if quick else (5, 3)
     threads = torch.get_num_threads(), cv2.getNumThreads()

@@ -81,7 +81,8 @@ def measure(channels: int, repeats: int, metric_repeats: int, device: torch.devi
     }
 
 
-def run(quick: bool = False) -> list[str]:
+def run(size: str) -> list[str]:
+    quick = size != "full"
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     repeats, metric_repeats = (2, 5) if quick else (5, 20)
     lines = [
