@@ -40,7 +40,8 @@ class StepOptions:
     """How a training step runs (plain values taken from the config at the edge)."""
 
     device: torch.device
-    amp: bool = False
+    amp: bool = False  # bfloat16 autocast on CUDA
+    amp_cpu: bool = False  # bfloat16 autocast on the CPU
     channels_last: bool = True
     max_steps: int | None = None
     progress: bool = True
@@ -61,9 +62,10 @@ def to_device(batch: dict, options: StepOptions) -> dict:
 
 
 def autocast(options: StepOptions):
-    """bfloat16 autocast on CUDA when train.amp is on (no GradScaler needed); nothing on CPU."""
-    if options.amp and options.device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    """bfloat16 autocast of the model's forward: on CUDA with train.amp, on the CPU with train.amp_cpu (no
+    GradScaler needed for bfloat16); the losses compute in float32 either way."""
+    if (options.amp and options.device.type == "cuda") or (options.amp_cpu and options.device.type == "cpu"):
+        return torch.autocast(device_type=options.device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -217,15 +219,16 @@ def overlay_examples(
 def epoch_row(
     epoch: int,
     train: dict,
-    val_loss: float,
-    val: dict,
+    val_loss: float | None,
+    val: dict | None,
     class_names: list[str],
     effective: list[float],
     mean_weight: float,
     lr: float,
     seconds: float,
 ) -> dict:
-    """One metrics.jsonl row (at least: epoch, train/loss, val/loss, val/dice, val/iou, per channel)."""
+    """One metrics.jsonl row (at least: epoch, train/loss, val/loss, val/dice, val/iou, per channel). An epoch
+    without validation (``val`` None: train.val_every) has the train, weights, lr and time keys only."""
     row = {
         "epoch": epoch,
         "train/loss": train["loss"],
@@ -235,10 +238,17 @@ def epoch_row(
             if len(train.get("terms", {})) > 1
             else {}
         ),
-        "val/loss": val_loss,
-        "val/dice": val["dice"],
-        "val/iou": val["iou"],
     }
+    if val is not None:
+        row.update(_val_keys(val_loss, val, class_names))
+    for name, q in zip(class_names, effective, strict=False):
+        row[f"weights/effective_pos_weight/{name}"] = q
+    row.update({"weights/mean_applied_weight": mean_weight, "lr": lr, "time/epoch_s": seconds})
+    return row
+
+
+def _val_keys(val_loss: float | None, val: dict, class_names: list[str]) -> dict:
+    row = {"val/loss": val_loss, "val/dice": val["dice"], "val/iou": val["iou"]}
     for name in class_names:
         row[f"val/dice/{name}"] = val["per_channel"][name]["dice"]
         row[f"val/iou/{name}"] = val["per_channel"][name]["iou"]
@@ -249,9 +259,6 @@ def epoch_row(
         for key in ("v_rand", "v_info", "ap"):
             if key in block["mean"]:
                 row[f"val/{policy}/{key}"] = block["mean"][key]
-    for name, q in zip(class_names, effective, strict=False):
-        row[f"weights/effective_pos_weight/{name}"] = q
-    row.update({"weights/mean_applied_weight": mean_weight, "lr": lr, "time/epoch_s": seconds})
     return row
 
 

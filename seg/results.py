@@ -252,6 +252,7 @@ class RunSummary(Record):
     lr_schedule: list[LrSegment] | None = None  # absent in summaries from before schedules were recorded
     # threshold policy -> macro validation Dice of every epoch (absent in summaries from before it was recorded)
     val_dice_curve: dict[str, list[float | None]] | None = None
+    val_dice_epochs: list[int] | None = None  # the epochs of val_dice_curve (train.val_every; absent: every epoch)
     stats_source: str
     stats_sha256: str | None = None  # with loss.stats_file
     weight_map_stats: dict[str, MapStats] | None = None  # class_map, border_map

@@ -129,7 +129,9 @@ def evaluate_run(
     model = model.to(dev)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    options = StepOptions(dev, amp=cfg.train.amp, channels_last=cfg.train.channels_last, progress=progress)
+    options = StepOptions(
+        dev, amp=cfg.train.amp, amp_cpu=cfg.train.amp_cpu, channels_last=cfg.train.channels_last, progress=progress
+    )
     effective = list(saved.get("effective_pos_weight") or [1.0] * len(names))
     epoch = saved.get("epoch", (saved.get("state") or {}).get("epoch"))
 

@@ -121,6 +121,14 @@ def dice_curve(curve: dict[str, list] | None, val: dict) -> dict[str, list]:
     return curve
 
 
+def validated_epochs(state: dict) -> list[int]:
+    """The epochs of the validation curve so far (checkpoints from before train.val_every: every epoch)."""
+    if "val_epochs" in state:
+        return list(state["val_epochs"])
+    curve: list = next(iter((state.get("val_curve") or {}).values()), [])
+    return list(range(1, len(curve) + 1))
+
+
 def build_summary(
     cfg: Config,
     criterion: Criterion,
@@ -153,6 +161,7 @@ def build_summary(
         "wall_time_per_epoch_s": float(np.mean(state["epoch_times"])) if state.get("epoch_times") else None,
         "lr_schedule": lr_schedule,
         "val_dice_curve": state.get("val_curve"),
+        "val_dice_epochs": state.get("val_epochs"),
         **stats_source,
         **{key: value for key, value in reported.items() if key != "pos_weight"},
         "loss_terms": [{"name": t.name, "weight": t.weight, **t.parameters()} for t in cfg.loss.terms],

@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -57,6 +57,7 @@ from seg.run_files import (
     make_run_directory,
     open_tracker,
     run_directory,
+    validated_epochs,
 )
 from seg.scoring.thresholds import log_q
 from seg.scoring.validation import Evaluator
@@ -218,6 +219,9 @@ def _train(
     model = net.module if isinstance(net, DistributedDataParallel) else net
     criterion = criterion.to(device)
     name = criterion.strategy.name
+    # train.compile: the training step's model and/or loss (compiled in the first step; validation runs eagerly)
+    step_net = cast(torch.nn.Module, torch.compile(net)) if "model" in cfg.train.compile else net
+    step_loss = cast(Criterion, torch.compile(criterion)) if "loss" in cfg.train.compile else criterion
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     names = list(cfg.data.classes)
     state: dict[str, Any] = {"epoch": 0, "best_dice": -math.inf, "best_epoch": None, "epoch_times": []}
@@ -250,6 +254,7 @@ def _train(
     options = StepOptions(
         device,
         amp=cfg.train.amp,
+        amp_cpu=cfg.train.amp_cpu,
         channels_last=cfg.train.channels_last,
         max_steps=cfg.train.max_steps_per_epoch,
         progress=progress,
@@ -264,11 +269,11 @@ def _train(
         loaders.shard.set_epoch(epoch)
         try:
             train = train_one_epoch(
-                net,
+                step_net,
                 train_loader,
                 optimizer,
                 scheduler,
-                criterion,
+                step_loss,
                 options,
                 desc=f"epoch {epoch}/{cfg.train.epochs} train",
             )
@@ -285,28 +290,36 @@ def _train(
             )
         broadcast_buffers(model)  # every rank evaluates the model rank 0 saves (its BatchNorm statistics)
         effective = effective_weights(train["sums"], len(names))
-        final = structure_settings(cfg, val_set.samples) if epoch == cfg.train.epochs else None
-        evaluator = Evaluator.from_config(cfg.metrics, len(names), device, log_q(effective), structure=final)
-        val_loss = evaluate(model, val_loader, evaluator, options, desc=f"epoch {epoch}/{cfg.train.epochs} val")
-        val = evaluator.compute(names)
+        validated = epoch % cfg.train.val_every == 0 or epoch == cfg.train.epochs
+        val_loss, val = None, None
+        if validated:
+            final = structure_settings(cfg, val_set.samples) if epoch == cfg.train.epochs else None
+            evaluator = Evaluator.from_config(cfg.metrics, len(names), device, log_q(effective), structure=final)
+            val_loss = evaluate(model, val_loader, evaluator, options, desc=f"epoch {epoch}/{cfg.train.epochs} val")
+            val = evaluator.compute(names)
         seconds = time.perf_counter() - start
         state["epoch_times"] = state.get("epoch_times", []) + [seconds]
-        state["val_curve"] = dice_curve(state.get("val_curve"), val)
         mean_weight = float(train["sums"].mean_applied_weight()) if train["sums"] is not None else 1.0
         row = epoch_row(epoch, train, val_loss, val, names, effective, mean_weight, scheduler.get_last_lr()[0], seconds)
         state["epoch"] = epoch
-        improved = _better(val["dice"], state["best_dice"]) or state["best_epoch"] is None
-        if improved:
-            state["best_dice"], state["best_epoch"] = val["dice"] if val["dice"] is not None else -math.inf, epoch
-        summary = build_summary(cfg, criterion, effective, train, val, state, stats_source, lr_schedule)
+        improved = False
+        if val is not None:
+            state["val_epochs"] = validated_epochs(state) + [epoch]
+            state["val_curve"] = dice_curve(state.get("val_curve"), val)
+            improved = _better(val["dice"], state["best_dice"]) or state["best_epoch"] is None
+            if improved:
+                state["best_dice"], state["best_epoch"] = val["dice"] if val["dice"] is not None else -math.inf, epoch
+            summary = build_summary(cfg, criterion, effective, train, val, state, stats_source, lr_schedule)
         if not job.main:
             continue
         append_metrics(run_dir / "metrics.jsonl", row)
         tracker.log(row)  # epoch is the step metric of these keys (define_metric)
-        print(
-            f"epoch {epoch}/{cfg.train.epochs}: train/loss {train['loss']:.4f}  val/loss {val_loss:.4f}  "
-            f"val/dice {_fmt(val['dice'])}  val/iou {_fmt(val['iou'])}  ({seconds:.1f}s)"
+        scores = (
+            f"val/loss {val_loss:.4f}  val/dice {_fmt(val['dice'])}  val/iou {_fmt(val['iou'])}"
+            if val is not None
+            else f"(validation every {cfg.train.val_every} epochs)"
         )
+        print(f"epoch {epoch}/{cfg.train.epochs}: train/loss {train['loss']:.4f}  {scores}  ({seconds:.1f}s)")
         if improved:
             checkpoint.save_atomic(
                 {
@@ -327,11 +340,11 @@ def _train(
                 "criterion": criterion.state_dict(),
                 "effective_pos_weight": effective,
                 "lr_schedule": lr_schedule,
-                "summary": json_text(summary, indent=None),
+                **({"summary": json_text(summary, indent=None)} if summary is not None else {}),
             },
             last_path,
         )
-        if cfg.logging.wandb.log_images:
+        if cfg.logging.wandb.log_images and validated:
             tracker.log_overlays(
                 "val/examples",
                 *overlay_examples(model, val_set, cfg.logging.wandb.log_images, options, log_q(effective), one_class),

@@ -199,3 +199,80 @@ def test_resume_from_a_broken_last_checkpoint_is_one_line(tmp_path, synthetic_ro
     assert train(tmp_path, synthetic_root, "train.epochs=1") == 2
     assert f"{last}: not a readable checkpoint" in one_error_line(capsys)
     assert not (run / "FAILED").exists()  # a refused resume leaves the run as it was
+
+
+def test_val_every_validates_every_nth_epoch_and_the_last_without_changing_training(
+    tmp_path, synthetic_root, monkeypatch, capsys
+):
+    """train.val_every 2 over 3 epochs: validation at epochs 2 and 3 (the last always); epoch 1's row has the
+    train keys only; the training numbers equal those of validating every epoch; an interrupted run resumes
+    after an epoch without validation to the same numbers."""
+    assert train(tmp_path / "every", synthetic_root, "train.epochs=3") == 0
+    interrupt_after_epoch(monkeypatch, 1)
+    assert train(tmp_path / "second", synthetic_root, "train.epochs=3", "train.val_every=2") == 130
+    monkeypatch.undo()
+    assert train(tmp_path / "second", synthetic_root, "train.epochs=3", "train.val_every=2") == 0
+    out = capsys.readouterr().out
+    assert "(validation every 2 epochs)" in out and "resuming synthetic from epoch 1" in out
+    every, second = rows(tmp_path / "every" / "synthetic"), rows(tmp_path / "second" / "synthetic")
+    assert [r["epoch"] for r in second] == [1, 2, 3]
+    assert not any(key.startswith("val/") for key in second[0])
+    assert set(second[0]) == {key for key in every[0] if not key.startswith("val/")}
+    for mine, reference in zip(second, every, strict=True):  # validation changes nothing in training
+        assert {k: v for k, v in mine.items() if k != "time/epoch_s"} == {
+            k: v for k, v in reference.items() if k != "time/epoch_s" and (k in mine)
+        }
+        assert set(mine) == set(reference) or mine["epoch"] == 1
+    summary = json.loads((tmp_path / "second" / "synthetic" / "summary.json").read_text())
+    assert summary["val_dice_epochs"] == [2, 3] and all(len(c) == 2 for c in summary["val_dice_curve"].values())
+    reference = json.loads((tmp_path / "every" / "synthetic" / "summary.json").read_text())
+    assert reference["val_dice_epochs"] == [1, 2, 3]
+    assert summary["val_dice_curve"] == {p: c[1:] for p, c in reference["val_dice_curve"].items()}
+    assert summary["best_epoch"] in (2, 3) and summary["val"] == reference["val"]
+
+
+def test_compiled_training_step_trains_the_same_numbers_and_saves_plain_weights(tmp_path, synthetic_root, monkeypatch):
+    """train.compile [model, loss] with torch.compile's eager backend (dynamo traces the step, no code
+    generation: the suite keeps inductor off): the same losses and scores as without, and checkpoints
+    whose keys are the model's own (no compile wrapper prefix)."""
+    compiled = []
+
+    def compile_eagerly(module, **kwargs):
+        compiled.append(type(module).__name__)
+        return real_compile(module, backend="eager", **kwargs)
+
+    real_compile = torch.compile
+    assert train(tmp_path / "plain", synthetic_root, "train.epochs=2") == 0
+    monkeypatch.setattr(torch, "compile", compile_eagerly)
+    assert train(tmp_path / "compiled", synthetic_root, "train.epochs=2", "train.compile=[model,loss]") == 0
+    assert compiled == ["Unet", "Criterion"]
+    for mine, reference in zip(
+        rows(tmp_path / "compiled" / "synthetic"), rows(tmp_path / "plain" / "synthetic"), strict=True
+    ):
+        for key, value in reference.items():
+            if key != "time/epoch_s" and isinstance(value, float):
+                assert mine[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    state = checkpoint.load(tmp_path / "compiled" / "synthetic" / "checkpoints" / "best.pt")["model"]
+    assert not any(key.startswith("_orig_mod") for key in state)
+
+
+def test_amp_cpu_trains_in_bfloat16_with_a_float32_loss(tmp_path, synthetic_root, monkeypatch):
+    """train.amp_cpu: the forward runs under CPU bfloat16 autocast (the logits are bfloat16), the criterion
+    gets them and the loss it returns is float32; the run trains and validates."""
+    from seg import engine
+    from seg.losses import Criterion
+
+    seen = []
+    forward = Criterion.forward
+
+    def record(self, logits, batch):
+        out = forward(self, logits, batch)
+        seen.append((logits.dtype, out[0].dtype))
+        return out
+
+    monkeypatch.setattr(Criterion, "forward", record)
+    assert train(tmp_path, synthetic_root, "train.epochs=1", "train.amp_cpu=true") == 0
+    assert seen and set(seen) == {(torch.bfloat16, torch.float32)}
+    row = rows(tmp_path / "synthetic")[0]
+    assert math.isfinite(row["train/loss"]) and row["val/dice"] is not None
+    assert engine.autocast(engine.StepOptions(torch.device("cpu"))).__class__.__name__ == "nullcontext"

@@ -1,8 +1,9 @@
 """Benchmark sections for scripts/benchmark.py.
 
 Each section is a module here with ``NAME`` (str), ``TARGET`` (one line saying the
-target) and ``run(quick: bool) -> list[str]`` returning Markdown lines (a small table
-with the ratio measured side by side in one run, and PASS/FAIL against the target).
+target) and ``run(size: str) -> list[str]`` (size: full, quick or tiny) returning Markdown lines: a
+paragraph saying how it measured, then one table in the format of :mod:`seg.benchmarks.timing`
+(method, median, spread, ratio, target, PASS/MISS), the compared methods interleaved in one run.
 Add a new section by writing its module and listing it in ``SECTIONS``.
 """
 
@@ -12,6 +13,7 @@ SECTIONS = [
     "border_map",
     "audit",
     "metrics",
+    "training_speed",
     # more sections are added here, one line each
 ]
 

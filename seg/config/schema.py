@@ -146,8 +146,18 @@ class TrainConfig(_Section):
     dist_backend: Literal["auto", "gloo", "nccl"]
     sync_batchnorm: bool
     amp: bool
+    amp_cpu: bool
     channels_last: bool
+    compile: list[Literal["model", "loss"]]
     max_steps_per_epoch: Positive | None
+    val_every: Positive
+
+    @field_validator("compile")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"lists a part twice: {value}")
+        return value
 
 
 class BorderConfig(_Section):
