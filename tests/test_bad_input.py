@@ -181,6 +181,8 @@ CASES = [
         lambda c: c.train("metrics.structure=[rand]", "metrics.objects_from=instance"),
         "metrics.objects_from: instance needs one channel",
     ),
+    Case("compile-unknown", "train", lambda c: c.train("train.compile=[model,optimizer]"), "train.compile"),
+    Case("val-every-zero", "train", lambda c: c.train("train.val_every=0"), "train.val_every"),
     Case("clamp-unordered", "train", lambda c: c.train("loss.clamp=[10,1]"), "0 < min <= max"),
     Case("clamp-zero", "train", lambda c: c.train("loss.clamp=[0,10]"), "loss.clamp"),
     Case("border-sigma-zero", "train", lambda c: c.train("loss.border.sigma=0"), "loss.border.sigma"),
