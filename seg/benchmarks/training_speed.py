@@ -42,7 +42,7 @@ TARGET = (
 )
 TOLERANCE = 1e-3
 SIZES = {  # encoder, batch, side, timed steps, distinct batches, compile rows
-    "full": ("resnet18", 8, 256, 7, 4, True),
+    "full": ("resnet18", 8, 128, 7, 4, True),  # the default config: resnet18, batch 8, 128 px crops
     "quick": ("resnet18", 8, 128, 3, 2, False),
     "tiny": ("resnet18", 2, 64, 1, 1, False),
 }
