@@ -33,6 +33,12 @@ MaskValue = Annotated[int, Field(ge=0, le=65535)]  # 8- or 16-bit PNG
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*")
 
 
+def _listed_once(value: list[str], what: str) -> list[str]:
+    if len(set(value)) != len(value):
+        raise ValueError(f"lists {what} twice: {value}")
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -152,12 +158,7 @@ class TrainConfig(_Section):
     max_steps_per_epoch: Positive | None
     val_every: Positive
 
-    @field_validator("compile")
-    @classmethod
-    def _distinct(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"lists a part twice: {value}")
-        return value
+    _distinct = field_validator("compile")(lambda value: _listed_once(value, "a part"))
 
 
 class BorderConfig(_Section):
@@ -244,12 +245,7 @@ class MetricsConfig(_Section):
     connectivity: Literal[4, 8]
     calibration_pixels: Count  # pixels per validation image sampled to fit Platt scaling (0: off)
 
-    @field_validator("structure")
-    @classmethod
-    def _distinct(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"lists a metric twice: {value}")
-        return value
+    _distinct = field_validator("structure")(lambda value: _listed_once(value, "a metric"))
 
     @field_validator("threshold", mode="before")
     @classmethod
