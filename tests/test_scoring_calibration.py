@@ -1,6 +1,8 @@
 """Tests for seg/scoring/calibration.py: ECE against a plain NumPy computation, a hand-worked example,
-the sums adding up over batches, the Brier score by hand, Platt scaling against known parameters and an
-independent Newton fit, pixel sampling (the reliability diagram: tests/test_outputs_reliability.py)."""
+the sums adding up over batches, the float64 sums bit for bit those of one plain scatter in (image, channel,
+row, column) order (whatever the layout and however a batch is cut into parts), the Brier score by hand, Platt
+scaling against known parameters and an independent Newton fit, pixel sampling (the reliability diagram:
+tests/test_outputs_reliability.py)."""
 
 import numpy as np
 import pytest
@@ -12,7 +14,9 @@ from seg.scoring.calibration import (
     PROB_SUM,
     SQUARED_ERROR,
     SUMS_COLUMNS,
+    CalibrationBins,
     brier_score,
+    calibration_probability,
     calibration_sums,
     expected_calibration_error,
     fit_platt,
@@ -88,6 +92,46 @@ def test_sums_add_up_over_batches_and_empty_channels_are_nan():
     nothing = calibration_sums(logits, target, torch.zeros(4, 1, 8, 8, dtype=torch.bool))
     assert torch.isnan(expected_calibration_error(nothing)).all()
     assert torch.isnan(brier_score(nothing)).all()
+
+
+def plain_calibration_sums(logits, target, valid, log_q=0.0, bins=15, scale=1.0):
+    """The sums as one scatter over the pixels in (image, channel, row, column) order (seg's first version)."""
+    c = logits.shape[1]
+    prob = torch.sigmoid(logits.float() * scale - log_q)
+    which = (prob * bins).long().clamp_(max=bins - 1)
+    truth = (target >= 0.5).long()
+    index = (torch.arange(c).view(1, c, 1, 1) * bins + which) * 2 + truth
+    index = torch.where(valid, index, c * bins * 2).flatten()
+    sums = torch.zeros(3, c * bins * 2 + 1, dtype=torch.float64)
+    sums[0].scatter_add_(0, index, torch.ones(index.numel(), dtype=torch.float64))
+    sums[1].scatter_add_(0, index, prob.double().flatten())
+    sums[2].scatter_add_(0, index, (prob.double() - truth.double()).square().flatten())
+    pixels, prob_sum, squared = (s[:-1].view(c, bins, 2) for s in sums)
+    return torch.stack([pixels.sum(-1), prob_sum.sum(-1), pixels[..., 1], squared.sum(-1)], dim=-1)
+
+
+def test_sums_are_bit_for_bit_one_plain_scatter_in_any_layout_and_in_parts():
+    # Invariance: float64 sums depend on the order of their adds; each bin must get its pixels in the plain
+    # (image, row, column) order, whether the logits are channels_last and however the batch is cut into rows.
+    g = torch.Generator().manual_seed(6)
+    logits = torch.randn(2, 3, 37, 29, generator=g) * 3
+    logits[0, 0, 0, :4] = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0])
+    target = torch.rand(2, 3, 37, 29, generator=g)  # soft labels
+    valid = torch.rand(2, 1, 37, 29, generator=g) > 0.2
+    log_q, a = torch.tensor([0.5, -1.0, 2.0]).view(3, 1, 1), torch.tensor([0.5, 1.5, 2.0], dtype=torch.float64)
+    for shift, scale in ((0.0, 1.0), (log_q, 1.0), (-log_q.double(), a.view(3, 1, 1))):
+        expected = plain_calibration_sums(logits, target, valid, shift, 15, scale)
+        for x in (logits, logits.contiguous(memory_format=torch.channels_last)):
+            assert torch.equal(
+                calibration_sums(x, target, valid, shift, 15, scale).nan_to_num(-1), expected.nan_to_num(-1)
+            )
+        prob = calibration_probability(logits, shift, scale)
+        parts = CalibrationBins(["p"], 3, 15, 3 * 10 * 29, torch.device("cpu"))
+        for image in range(2):
+            for top in range(0, 37, 10):
+                rows = (slice(image, image + 1), slice(None), slice(top, top + 10))
+                parts.add({"p": prob[rows]}, target[rows] >= 0.5, valid[rows])
+        assert torch.equal(parts.sums("p").nan_to_num(-1), expected.nan_to_num(-1))
 
 
 def test_brier_by_hand_with_ignored_pixels_and_a_soft_label():

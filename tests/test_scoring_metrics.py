@@ -10,7 +10,16 @@ import pytest
 import torch
 from conftest import random_case
 
-from seg.scoring.metrics import confusion_counts, dice_score, empty_image_fp_rate, iou_score, score_block, to_float
+from seg.scoring.metrics import (
+    confusion_counts,
+    dice_score,
+    empty_image_fp_rate,
+    iou_score,
+    pixel_major,
+    score_block,
+    slot_counts,
+    to_float,
+)
 from seg.scoring.thresholds import (
     logit_boundaries,
     probability_grid,
@@ -285,6 +294,20 @@ def test_accumulating_over_batches_equals_one_pass(batch_size):
     if batch_size == 3:  # the trap: a mean of per-batch macro Dice is not the dataset-level Dice
         batch_means = torch.stack([dice_score(p, "macro") for p in parts]).mean()
         assert abs(float(batch_means) - float(dice_score(whole, "macro"))) > 1e-4
+
+
+# ------------------------------------------------------------------------ layout and slot counting
+
+
+def test_pixel_major_order_and_slot_counts():
+    # pixel-major: (image, row, column, channel), the memory order of channels_last (there, a view)
+    x = torch.arange(2 * 3 * 2 * 2).view(2, 3, 2, 2)
+    expected = [int(x[n, c, h, w]) for n in range(2) for h in range(2) for w in range(2) for c in range(3)]
+    assert pixel_major(x).tolist() == expected
+    last = x.contiguous(memory_format=torch.channels_last)
+    assert pixel_major(last).tolist() == expected and pixel_major(last).data_ptr() == last.data_ptr()
+    slots = torch.tensor([0, 4, 4, 2, 0, 4], dtype=torch.int32)
+    assert slot_counts(slots, 6).tolist() == [2, 0, 1, 0, 3, 0] and slot_counts(slots.long(), 6).dtype == torch.long
 
 
 # ------------------------------------------------------------------------ torch.compile

@@ -1,6 +1,7 @@
 """Tests for seg/scoring/validation.py: the val block's keys, batch-size invariance, the three threshold
 policies (prior correction undoes an exact shift; tuned finds a known best threshold), the
-empty-image false-positive rate, and the per-batch update without host synchronisation."""
+empty-image false-positive rate, the per-batch update without host synchronisation, and its statistics
+worked through in parts bit for bit those of the whole-batch functions."""
 
 import json
 import math
@@ -10,10 +11,11 @@ import pytest
 import torch
 from skimage.metrics import adapted_rand_error
 
+from seg.scoring.calibration import calibration_sums
 from seg.scoring.metrics import confusion_counts, dice_score
 from seg.scoring.policies import POLICIES, TUNED_NOTE
-from seg.scoring.thresholds import logit_boundaries, probability_grid
-from seg.scoring.validation import Evaluator, batch_statistics
+from seg.scoring.thresholds import logit_boundaries, probability_grid, threshold_histograms
+from seg.scoring.validation import Evaluator, batch_parts, batch_statistics
 
 NAMES = ["a", "b", "c"]
 SCORE_KEYS = {"dice", "iou", "micro", "per_image", "per_channel", "empty_image_fp_rate", "thresholds"}
@@ -211,6 +213,53 @@ def test_update_is_one_graph_without_host_sync():
     assert set(got) == set(expected)
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("valid_channels", [None, 1, 3])
+def test_batch_statistics_are_the_whole_batch_functions_bit_for_bit(valid_channels):
+    # Independent check: the plain functions over the whole batch, against the parts (several per image here),
+    # on channels_last logits as the model gives them, with soft labels, NaN, infinities and logits on the
+    # grid's boundaries and beside them.
+    g = torch.Generator().manual_seed(9)
+    n, c, h, w = 2, 3, 61, 700
+    assert len(batch_parts(torch.Size((n, c, h, w)), torch.device("cpu"))) > 2 * n
+    boundaries = logit_boundaries(probability_grid())
+    logits = torch.randn(n, c, h, w, generator=g) * 3
+    edges = torch.cat([boundaries, torch.nextafter(boundaries, torch.tensor(9.0)), torch.tensor([math.nan, math.inf])])
+    logits[0, 1, 5, : edges.numel()] = edges
+    logits[1, 2, 60, :3] = torch.tensor([-math.inf, -0.0, math.nan])
+    logits = logits.contiguous(memory_format=torch.channels_last)
+    target = (torch.rand(n, c, h, w, generator=g) < 0.2).float()
+    target[0, 0, 0, :3] = torch.tensor([0.49, 0.5, 0.7])
+    valid = None if valid_channels is None else torch.rand(n, valid_channels, h, w, generator=g) > 0.1
+    log_q, tuned = torch.tensor([0.5, -1.0, 2.0]).view(c, 1, 1), torch.tensor([0.3, 0.0, -0.8]).view(c, 1, 1)
+    a, b = torch.tensor([0.7, 1.0, 2.0], dtype=torch.float64), torch.tensor([-0.5, 0.0, 1.0], dtype=torch.float64)
+    platt = (a.view(c, 1, 1), b.view(c, 1, 1))
+    got = batch_statistics(logits, target, valid, log_q, boundaries, 15, tuned, platt)
+    expected = {
+        "0.5": confusion_counts(logits, target, valid, 0.0),
+        "prior_corrected": confusion_counts(logits, target, valid, log_q),
+        "tuned": confusion_counts(logits, target, valid, tuned),
+        "histograms": threshold_histograms(logits, target, valid, boundaries),
+        "ece_raw": calibration_sums(logits, target, valid, 0.0),
+        "ece_prior_corrected": calibration_sums(logits, target, valid, log_q),
+        "ece_platt": calibration_sums(logits, target, valid, -platt[1], scale=platt[0]),
+    }
+    assert set(got) == set(expected)
+    for key, value in expected.items():
+        assert got[key].dtype == value.dtype and torch.equal(got[key].nan_to_num(-1), value.nan_to_num(-1)), key
+
+
+def test_no_shift_counts_prior_corrected_once_with_the_same_statistics():
+    # An unweighted run (q_eff = 1): the Evaluator passes log_q as 0.0, and the prior-corrected statistics are
+    # the 0.5 ones, as the zero tensor gives them.
+    logits, target, valid = random_data(10, n=3)
+    boundaries = logit_boundaries(probability_grid())
+    once = batch_statistics(logits, target, valid, 0.0, boundaries)
+    zeros = batch_statistics(logits, target, valid, torch.zeros(3, 1, 1), boundaries)
+    assert set(once) == set(zeros) and all(torch.equal(once[key], zeros[key]) for key in zeros)
+    assert Evaluator(3, "cpu").shift == 0.0 and Evaluator(3, "cpu", log_q=torch.zeros(3)).shift == 0.0
+    assert isinstance(Evaluator(3, "cpu", log_q=torch.tensor([0.0, 1.0, 0.0])).shift, torch.Tensor)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA sync-debug check needs a GPU")

@@ -13,6 +13,8 @@ SECTIONS = [
     "border_map",
     "audit",
     "metrics",
+    "data_loading",
+    "validation",
     "training_speed",
     # more sections are added here, one line each
 ]

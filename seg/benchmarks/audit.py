@@ -1,23 +1,23 @@
 """Benchmark: mask audit throughput against decoding the same files with cv2.imread alone.
 
-Generates 512x512 single-channel PNG masks (0/255 blobs, like cell masks) in a temp
-folder, then times side by side, best of a few rounds: cv2.imread alone (serial), the
-audit without object statistics (decode + per-channel counts + value checks) serially
-and with 2 workers, and, for information, object statistics (connected components)
-and index masks (12 values, one histogram per image).
+Generates 512x512 single-channel PNG masks (0/255 blobs, like cell masks) in a temp folder, then times,
+interleaved: cv2.imread alone (serial), the audit without object statistics (decode + per-channel counts +
+value checks) serially and with 2 workers, and, for information, object statistics (connected components)
+and index masks (12 values, one histogram per image) against cv2.imread of those files.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from seg.audit import AuditSettings, scan_folder, tally_masks
+from seg.audit.tally import AuditTally
+from seg.benchmarks import timing
 from seg.config.specs import MaskSpec
 
 NAME = "audit"
@@ -26,6 +26,8 @@ TARGET = (
     "cv2.imread alone (serial), and >= 1.3x its own serial throughput with 2 workers"
 )
 SIZE = 512
+MIN_VS_IMREAD, MIN_SPEEDUP = 0.85, 1.3
+PLANS = {"full": (1000, 3), "quick": (200, 2), "tiny": (20, 1)}  # masks, timed rounds
 
 
 def write_masks(folder: Path, count: int, index: bool = False, seed: int = 0) -> Path:
@@ -44,21 +46,27 @@ def write_masks(folder: Path, count: int, index: bool = False, seed: int = 0) ->
     return out
 
 
-def _rate(fn, count: int) -> float:
-    start = time.perf_counter()
-    fn()
-    return count / (time.perf_counter() - start)
-
-
 def _imread_all(paths: list[Path]) -> None:
     for path in paths:
         cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
 
 
+def same_tally(a: AuditTally, b: AuditTally) -> bool:
+    """Whether two tallies of the same masks hold the same counts."""
+    return (
+        a.masks_read == b.masks_read
+        and np.array_equal(a.fraction_hist, b.fraction_hist)
+        and np.array_equal(a.counts.positive_pixels, b.counts.positive_pixels)
+        and (a.counts.valid_pixels, a.counts.all_zero_pixels) == (b.counts.valid_pixels, b.counts.all_zero_pixels)
+        and a.values == b.values
+        and len(a.problems) == len(b.problems)
+    )
+
+
 def run(size: str) -> list[str]:
-    quick = size != "full"
-    count, rounds = (200, 2) if quick else (1000, 3)
-    with tempfile.TemporaryDirectory(prefix="seg-bench-audit-") as tmp:
+    count, repeats = PLANS[size]
+    with timing.threads(1), tempfile.TemporaryDirectory(prefix="seg-bench-audit-") as tmp:
+        # one cv2 thread: the audit decodes with one cv2 thread per process, so compare like with like
         binary = MaskSpec("binary", ("foreground",), (255,))
         index = MaskSpec("index", tuple(f"class{k}" for k in range(11)), None, 11)
         items, _ = scan_folder(write_masks(Path(tmp) / "binary", count), Path(tmp) / "binary" / "images", binary)
@@ -68,37 +76,63 @@ def run(size: str) -> list[str]:
         paths = [i.masks[0] for i in items]
         index_paths = [i.masks[0] for i in index_items]
         plain, objects = AuditSettings(binary), AuditSettings(binary, objects_from="positive")
-        cv2.setNumThreads(1)  # the audit decodes with one cv2 thread per process: compare like with like
-        rates: dict[str, float] = {}
-        for _ in range(rounds):  # interleaved rounds: a load change on a shared machine hits every row alike
-            for name, fn in (
-                ("imread", lambda: _imread_all(paths)),
-                ("audit_1", lambda: tally_masks(items, plain, 1, progress=False)),
-                ("audit_2", lambda: tally_masks(items, plain, 2, progress=False)),
-                ("objects_1", lambda: tally_masks(items, objects, 1, progress=False)),
-                ("index_imread", lambda: _imread_all(index_paths)),
-                ("index_audit_1", lambda: tally_masks(index_items, AuditSettings(index), 1, progress=False)),
-            ):
-                rates[name] = max(rates.get(name, 0.0), _rate(fn, count))
+        agree = same_tally(tally_masks(items, plain, 1, progress=False), tally_masks(items, plain, 2, progress=False))
+        seconds = timing.interleave(
+            {
+                "imread": lambda: _imread_all(paths),
+                "audit_1": lambda: tally_masks(items, plain, 1, progress=False),
+                "audit_2": lambda: tally_masks(items, plain, 2, progress=False),
+                "objects_1": lambda: tally_masks(items, objects, 1, progress=False),
+                "index_imread": lambda: _imread_all(index_paths),
+                "index_audit_1": lambda: tally_masks(index_items, AuditSettings(index), 1, progress=False),
+            },
+            repeats,
+        )
         load = os.getloadavg()[0]
-    vs_imread = rates["audit_1"] / rates["imread"]
-    speedup = rates["audit_2"] / rates["audit_1"]
-    verdict = "PASS" if vs_imread >= 0.85 and speedup >= 1.3 else "FAIL"
-    lines = [
-        f"{count} generated {SIZE}x{SIZE} PNG masks, best of {rounds} interleaved rounds; load average "
-        f"{load:.1f} on {os.cpu_count()} CPUs at the end (other work on the machine slows the 2-worker row most).",
+    rate = {name: spread.per_second(count) for name, spread in seconds.items()}
+    median = {name: spread.median for name, spread in rate.items()}
+    vs_imread = median["audit_1"] / median["imread"]
+    speedup = median["audit_2"] / median["audit_1"]
+    return [
+        f"{count} generated {SIZE}x{SIZE} PNG masks (binary 0/255 blobs; and as many index masks, 12 values); "
+        f"cv2 and torch on 1 thread per process; one warm-up round, then {repeats} timed round(s), the methods "
+        "interleaved (rotated order), medians of masks/s. Agreement (the 2-worker audit counts what the serial "
+        f"one counts): {'yes' if agree else 'NO'}. Load average {load:.1f} on {os.cpu_count()} CPUs at the end "
+        "(other work on the machine slows the 2-worker row most).",
         "",
-        "| measurement | masks/s | ratio | target |",
-        "|---|---|---|---|",
-        f"| cv2.imread alone, serial (binary 0/255) | {rates['imread']:.0f} | 1.00 | |",
-        f"| audit, no objects, serial | {rates['audit_1']:.0f} | {vs_imread:.2f} x imread | >= 0.85 |",
-        f"| audit, no objects, 2 workers | {rates['audit_2']:.0f} | {speedup:.2f} x serial audit | >= 1.3 |",
-        f"| audit with object statistics, serial | {rates['objects_1']:.0f} | "
-        f"{rates['objects_1'] / rates['imread']:.2f} x imread | (timed separately) |",
-        f"| cv2.imread alone, serial (index, 12 values) | {rates['index_imread']:.0f} | 1.00 | |",
-        f"| audit of index masks, serial | {rates['index_audit_1']:.0f} | "
-        f"{rates['index_audit_1'] / rates['index_imread']:.2f} x imread | (information) |",
-        "",
-        f"{verdict}: audit {vs_imread:.2f}x imread (target >= 0.85), 2 workers {speedup:.2f}x serial (target >= 1.3).",
+        *timing.HEADER,
+        timing.row("cv2.imread alone, serial (binary 0/255)", rate["imread"], "masks/s", "1.00x", digits=0),
+        timing.row(
+            "audit, no objects, serial",
+            rate["audit_1"],
+            "masks/s",
+            f"{vs_imread:.2f}x imread",
+            f">= {MIN_VS_IMREAD}x",
+            vs_imread >= MIN_VS_IMREAD,
+            digits=0,
+        ),
+        timing.row(
+            "audit, no objects, 2 workers",
+            rate["audit_2"],
+            "masks/s",
+            f"{speedup:.2f}x serial audit",
+            f">= {MIN_SPEEDUP}x",
+            speedup >= MIN_SPEEDUP,
+            digits=0,
+        ),
+        timing.row(
+            "audit with object statistics, serial",
+            rate["objects_1"],
+            "masks/s",
+            f"{median['objects_1'] / median['imread']:.2f}x imread",
+            digits=0,
+        ),
+        timing.row("cv2.imread alone, serial (index, 12 values)", rate["index_imread"], "masks/s", "1.00x", digits=0),
+        timing.row(
+            "audit of index masks, serial",
+            rate["index_audit_1"],
+            "masks/s",
+            f"{median['index_audit_1'] / median['index_imread']:.2f}x imread (index)",
+            digits=0,
+        ),
     ]
-    return lines

@@ -22,13 +22,92 @@ in bin b:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from seg.scoring.metrics import pixel_major, slot_counts
+
 ECE_BINS = 15
 PIXELS, PROB_SUM, POSITIVES, SQUARED_ERROR = range(4)
 SUMS_COLUMNS = 4  # the last dimension of calibration_sums: PIXELS, PROB_SUM, POSITIVES, SQUARED_ERROR
+
+
+def calibration_probability(
+    logits: torch.Tensor, log_q: torch.Tensor | float = 0.0, scale: torch.Tensor | float = 1.0
+) -> torch.Tensor:
+    """p = sigmoid(scale * logits - log_q), as :func:`calibration_sums` bins it: float32 (float64 with a
+    float64 ``scale`` or ``log_q``), the shape of ``logits``. A ``scale`` of 1.0 and a ``log_q`` of 0.0 (floats)
+    are skipped: multiplying by 1 and subtracting 0 change no value."""
+    x = logits.float()
+    if not (isinstance(scale, float) and scale == 1.0):
+        x = x * scale
+    if not (isinstance(log_q, float) and log_q == 0.0):
+        x = x - log_q
+    return torch.sigmoid(x)
+
+
+class CalibrationBins:
+    """The running sums of :func:`calibration_sums` for ``channels`` channels, of one or more probability
+    ``variants`` of the same pixels (e.g. raw and prior-corrected), added part by part (each of at most
+    ``elements`` pixels times channels).
+
+    Parts of a batch added in pixel order (image by image, rows top to bottom, each part with every channel)
+    give bit for bit the sums of one call over the whole batch: each float64 bin adds its pixels in the same
+    order. That lets :func:`seg.scoring.validation.batch_statistics` work through a large batch in parts that
+    fit the CPU's cache; the variants share each part's labels, and the float64 scatters reuse two buffers.
+    """
+
+    def __init__(self, variants: Sequence[str], channels: int, bins: int, elements: int, device: torch.device):
+        self.channels, self.bins = channels, bins
+        self.spare = channels * bins * 2  # slots (channel, bin, class); invalid pixels go to the spare ones after
+        self.first = (torch.arange(channels, device=device, dtype=torch.int32) * (bins * 2)).view(1, channels, 1, 1)
+        size = self.spare + 2 * bins
+        self.pixels = {name: torch.zeros(size, dtype=torch.long, device=device) for name in variants}
+        self.prob_sum = {name: torch.zeros(size, dtype=torch.float64, device=device) for name in variants}
+        self.squared = {name: torch.zeros(size, dtype=torch.float64, device=device) for name in variants}
+        self.index = torch.empty(elements, dtype=torch.long, device=device)
+        self.values = torch.empty(elements, dtype=torch.float64, device=device)
+        self.positive = torch.empty(elements, dtype=torch.float64, device=device)
+
+    def add(self, probs: dict[str, torch.Tensor], truth: torch.Tensor, valid: torch.Tensor | None) -> None:
+        """probs {variant: p [N,C,H,W]} (:func:`calibration_probability`), truth [N,C,H,W] bool (target >= 0.5),
+        valid [N,1,H,W] (or [N,C,H,W]) bool or None. No host synchronisation.
+
+        Slots are worked out in int32 (a NaN probability goes to bin 0); the float64 sums add p and
+        (p - y)^2 as :func:`calibration_sums` always has. Pixels are added in pixel-major order
+        (:func:`pixel_major`: free for channels_last tensors): each slot, of one channel, still gets its pixels
+        in (image, row, column) order, and consecutive adds go to different channels' slots, so that they
+        need not wait for one another."""
+        count = truth.numel()
+        index, values, positive = self.index[:count], self.values[:count], self.positive[:count]
+        positive.copy_(pixel_major(truth))
+        first = truth.int().add_(self.first)  # slot of bin 0 of the pixel's channel and class
+        if valid is not None:
+            first = torch.where(valid.bool(), first, self.spare)
+        for name, prob in probs.items():
+            which = (prob * self.bins).nan_to_num_(0.0).clamp_(max=self.bins - 1).int()
+            slots = pixel_major(which.mul_(2).add_(first))
+            self.pixels[name] += slot_counts(slots, self.pixels[name].numel())
+            index.copy_(slots)
+            self.prob_sum[name].scatter_add_(0, index, values.copy_(pixel_major(prob)))
+            self.squared[name].scatter_add_(0, index, values.sub_(positive).square_())
+
+    def sums(self, variant: str) -> torch.Tensor:
+        """float64 [C, bins, SUMS_COLUMNS] (columns PIXELS, PROB_SUM, POSITIVES, SQUARED_ERROR) of ``variant``."""
+        c, bins, used = self.channels, self.bins, self.spare
+        by_class = self.pixels[variant][:used].view(c, bins, 2)
+        return torch.stack(
+            [
+                by_class.sum(-1).double(),
+                self.prob_sum[variant][:used].view(c, bins, 2).sum(-1),
+                by_class[..., 1].double(),
+                self.squared[variant][:used].view(c, bins, 2).sum(-1),
+            ],
+            dim=-1,
+        )
 
 
 def calibration_sums(
@@ -47,32 +126,9 @@ def calibration_sums(
     the device of ``logits`` (a = scale, b = -log_q in the module's p = sigmoid(a * logit + b)).
     No host synchronisation.
     """
-    n, c = logits.shape[:2]
-    prob = torch.sigmoid(logits.float() * scale - log_q)
-    which = (prob * bins).long().clamp_(max=bins - 1)
-    truth = (target >= 0.5).long()
-    index = (torch.arange(c, device=logits.device).view(1, c, 1, 1) * bins + which) * 2 + truth
-    spare = c * bins * 2
-    if valid is not None:
-        index = torch.where(valid.bool(), index, spare)
-    index = index.flatten()
-    pixels = torch.zeros(spare + 1, dtype=torch.long, device=logits.device)
-    pixels.scatter_add_(0, index, torch.ones(1, dtype=torch.long, device=logits.device).expand(index.numel()))
-    prob64 = prob.double()
-    prob_sum = torch.zeros(spare + 1, dtype=torch.float64, device=logits.device)
-    prob_sum.scatter_add_(0, index, prob64.flatten())
-    squared = torch.zeros(spare + 1, dtype=torch.float64, device=logits.device)
-    squared.scatter_add_(0, index, (prob64 - truth.double()).square().flatten())
-    by_class = pixels[:-1].view(c, bins, 2)
-    return torch.stack(
-        [
-            by_class.sum(-1).double(),
-            prob_sum[:-1].view(c, bins, 2).sum(-1),
-            by_class[..., 1].double(),
-            squared[:-1].view(c, bins, 2).sum(-1),
-        ],
-        dim=-1,
-    )
+    sums = CalibrationBins(("p",), logits.shape[1], bins, logits.numel(), logits.device)
+    sums.add({"p": calibration_probability(logits, log_q, scale)}, target >= 0.5, valid)
+    return sums.sums("p")
 
 
 def _per_pixel(total: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:

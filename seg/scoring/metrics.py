@@ -46,6 +46,22 @@ def check_shapes(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
         raise ValueError(f"valid must be [N,1,H,W] or [N,C,H,W] for logits {shape}; got {tuple(valid.shape)}")
 
 
+def pixel_major(tensor: torch.Tensor) -> torch.Tensor:
+    """[N,C,H,W] -> 1-D in (image, row, column, channel) order: a view of a channels_last tensor (the model's
+    output layout), a copy otherwise. Each channel's pixels keep their (image, row, column) order."""
+    return tensor.permute(0, 2, 3, 1).reshape(-1)
+
+
+def slot_counts(slots: torch.Tensor, size: int) -> torch.Tensor:
+    """How often each of 0..size-1 occurs in the integer tensor ``slots`` (1-D, every value below ``size``):
+    int64 (size,). No host synchronisation: on CUDA a scatter (``torch.bincount`` reads the largest value
+    back to the host there), on the CPU ``bincount``, which needs no tensor of ones."""
+    if slots.device.type == "cpu":
+        return torch.bincount(slots, minlength=size)
+    ones = torch.ones(slots.numel(), dtype=torch.long, device=slots.device)
+    return torch.zeros(size, dtype=torch.long, device=slots.device).scatter_add_(0, slots.long(), ones)
+
+
 def confusion_counts(
     logits: torch.Tensor,
     target: torch.Tensor,

@@ -49,8 +49,9 @@ from seg.config.schema import MetricsConfig
 from seg.distributed import all_gather_rows, all_reduce_counts
 from seg.scoring.calibration import (
     ECE_BINS,
+    CalibrationBins,
     brier_score,
-    calibration_sums,
+    calibration_probability,
     expected_calibration_error,
     fit_platt,
     reliability_table,
@@ -58,7 +59,6 @@ from seg.scoring.calibration import (
 )
 from seg.scoring.metrics import (
     EMPTY_POLICIES,
-    confusion_counts,
     dice_from_counts,
     iou_from_counts,
     score_block,
@@ -69,17 +69,36 @@ from seg.scoring.structure_scores import StructureAccumulator, StructureSettings
 from seg.scoring.thresholds import (
     best_threshold_indices,
     counts_at,
+    grid_intervals,
+    interval_histograms,
     logit_boundaries,
+    prediction_counts,
     probability_grid,
-    threshold_histograms,
 )
+
+# On the CPU a batch is worked through in parts of at most this many logits (every channel of a block of rows):
+# their temporaries stay in the cache, and a part is below torch's grain size (32768), so that each operation on
+# it runs on one thread: with several threads on a busy machine, thousands of parallel regions over so little work
+# wait on one another far longer than they gain (100x slower, measured on 2 shared cores).
+PART_ELEMENTS = 32_000
+
+
+def batch_parts(shape: torch.Size, device: torch.device) -> list[tuple[slice, slice]]:
+    """(images, rows) slices that cover a batch of ``shape`` [N,C,H,W] in pixel order: on the CPU one
+    image at a time, in blocks of rows of at most :data:`PART_ELEMENTS` logits (at least one row);
+    elsewhere the whole batch at once."""
+    n, c, h, w = shape
+    if device.type != "cpu":
+        return [(slice(None), slice(None))]
+    rows = max(1, PART_ELEMENTS // max(1, c * w))
+    return [(slice(i, i + 1), slice(top, top + rows)) for i in range(n) for top in range(0, h, rows)]
 
 
 def batch_statistics(
     logits: torch.Tensor,
     target: torch.Tensor,
     valid: torch.Tensor | None,
-    log_q: torch.Tensor,
+    log_q: torch.Tensor | float,
     boundaries: torch.Tensor,
     ece_bins: int = ECE_BINS,
     tuned_logits: torch.Tensor | None = None,
@@ -87,25 +106,58 @@ def batch_statistics(
 ) -> dict[str, torch.Tensor]:
     """One validation batch, pure and without host synchronisation.
 
-    logits, target [N,C,H,W]; valid [N,1,H,W] bool or None; log_q (C,1,1);
-    boundaries (G,) logit grid; tuned_logits (C,1,1) fixed tuned thresholds or None;
+    logits, target [N,C,H,W]; valid [N,1,H,W] bool or None; log_q (C,1,1), or the float 0.0 for no shift
+    (``prior_corrected`` is then ``0.5`` and ``ece_prior_corrected`` is ``ece_raw``, computed once);
+    boundaries (G,) the logits of the probability grid (:func:`logit_boundaries` of a
+    :func:`probability_grid`); tuned_logits (C,1,1) fixed tuned thresholds or None;
     platt: (a, b), each (C,1,1), or None.
     Returns per-image counts ``0.5`` / ``prior_corrected`` (/ ``tuned``) int64 [N,C,4],
     ``histograms`` int32 [N,C,2,G+1], ``ece_raw`` / ``ece_prior_corrected`` (/ ``ece_platt``)
     float64 [C,bins,4] (seg.scoring.calibration).
+
+    Bit for bit what ``confusion_counts``, ``threshold_histograms`` and ``calibration_sums`` give over the
+    whole batch, at a fraction of their cost on the CPU: the probabilities (the one transcendental step) are
+    computed over the whole batch as those compute them, the rest part by part (:func:`batch_parts`) in
+    pixel-major order (channels_last, the model's output layout): each logit's grid interval from its
+    probability (:func:`grid_intervals`, no search), one scatter for the histograms and the counts at the
+    fixed thresholds (:func:`interval_histograms`), and the float64 calibration sums, whose bins get their
+    pixels in the order one call over the batch adds them (:class:`CalibrationBins`).
     """
     logits = logits.float()
-    stats = {
-        "0.5": confusion_counts(logits, target, valid, 0.0),
-        "prior_corrected": confusion_counts(logits, target, valid, log_q),
-        "histograms": threshold_histograms(logits, target, valid, boundaries),
-        "ece_raw": calibration_sums(logits, target, valid, 0.0, ece_bins),
-        "ece_prior_corrected": calibration_sums(logits, target, valid, log_q, ece_bins),
-    }
+    n, c = logits.shape[:2]
+    shifted = not (isinstance(log_q, float) and log_q == 0.0)
+    thresholds: dict[str, torch.Tensor | float] = {"0.5": 0.0}
+    if shifted:
+        thresholds["prior_corrected"] = log_q
     if tuned_logits is not None:
-        stats["tuned"] = confusion_counts(logits, target, valid, tuned_logits)
+        thresholds["tuned"] = tuned_logits
+    variants = {"raw": calibration_probability(logits)}
+    if shifted:
+        variants["prior_corrected"] = calibration_probability(logits, log_q)
     if platt is not None:  # p = sigmoid(a * logit + b)
-        stats["ece_platt"] = calibration_sums(logits, target, valid, -platt[1], ece_bins, scale=platt[0])
+        variants["platt"] = calibration_probability(logits, -platt[1], platt[0])
+    # the parts below are blocks of rows of channels_last tensors (the model's output layout): dense in memory
+    layout = torch.channels_last
+    logits, truth_all = logits.contiguous(memory_format=layout), (target >= 0.5).contiguous(memory_format=layout)
+    valid = None if valid is None else valid.bool().expand(logits.shape).contiguous(memory_format=layout)
+    variants = {name: prob.contiguous(memory_format=layout) for name, prob in variants.items()}
+    slots = boundaries.numel() + 1
+    joint = torch.zeros(n, c, 2, slots, 1 << len(thresholds), dtype=torch.long, device=logits.device)
+    parts = batch_parts(logits.shape, logits.device)
+    largest = max(logits[images, :, rows].numel() for images, rows in parts)
+    bins = CalibrationBins(tuple(variants), c, ece_bins, largest, logits.device)
+    for images, rows in parts:
+        part = (images, slice(None), rows)
+        x, truth = logits[part], truth_all[part]
+        ok = None if valid is None else valid[part]
+        intervals = grid_intervals(x, variants["raw"][part], boundaries)
+        predicted = [x > threshold for threshold in thresholds.values()]
+        joint[images] += interval_histograms(intervals, truth, ok, slots, predicted)
+        bins.add({name: prob[part] for name, prob in variants.items()}, truth, ok)
+    stats = {name: prediction_counts(joint, bit) for bit, name in enumerate(thresholds)}
+    stats |= {"histograms": joint.sum(dim=-1).int()} | {f"ece_{name}": bins.sums(name) for name in variants}
+    if not shifted:
+        stats["prior_corrected"], stats["ece_prior_corrected"] = stats["0.5"].clone(), stats["ece_raw"].clone()
     return stats
 
 
@@ -162,7 +214,10 @@ class Evaluator:
         self.device = torch.device(device)
         self.empty = empty
         self.ece_bins = ece_bins
-        self.log_q = _channel_vector(log_q, num_channels, "log_q", 0.0).to(self.device)
+        shift = _channel_vector(log_q, num_channels, "log_q", 0.0)
+        self.log_q = shift.to(self.device)
+        # unweighted runs (q_eff = 1): prior_corrected is the 0.5 policy; batch_statistics then counts it once
+        self.shift: torch.Tensor | float = 0.0 if bool((shift == 0).all()) else self.log_q
         self.grid = probability_grid(grid_step)
         self.boundaries = logit_boundaries(self.grid).to(self.device)
         self.tuned_thresholds = None
@@ -231,7 +286,7 @@ class Evaluator:
         if logits.shape[1] != self.num_channels:
             raise ValueError(f"Evaluator has {self.num_channels} channels, logits have {logits.shape[1]}")
         stats = batch_statistics(
-            logits, target, valid, self.log_q, self.boundaries, self.ece_bins, self.tuned_logits, self.platt
+            logits, target, valid, self.shift, self.boundaries, self.ece_bins, self.tuned_logits, self.platt
         )
         for name in ("0.5", "prior_corrected", "tuned", "histograms"):
             if name in stats:
