@@ -10,6 +10,7 @@ from seg.config import MaskSpec
 from seg.config.schema import LossConfig
 from seg.data.counts import MaskCounts
 from seg.losses import Criterion, weighted_bce
+from seg.losses.bce import weight_sums
 from seg.weighting.registry import build_strategy
 
 
@@ -107,6 +108,43 @@ def test_effective_pos_weight_and_mean_applied_weight():
     assert sums.mean_applied_weight().item() == pytest.approx(1.5)
     _, sums = weighted_bce(x, y, None, q, "weight")  # the same weight on both classes: ratio 1
     torch.testing.assert_close(sums.effective_pos_weight(), torch.ones(2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("kind", ["none", "scalar", "channel", "map"])
+def test_weight_sums_are_the_sums_of_the_weight_over_valid_positives_and_negatives(kind):
+    """weight_sums multiplies per-channel counts for a weight without pixels (None, scalar, (C,1,1)) and a map
+    pixel by pixel: either way the sums written out over every element (float64), soft labels counting
+    fractionally."""
+    g = torch.Generator().manual_seed(4)
+    target = torch.rand(2, 3, 5, 4, generator=g)
+    mask = (torch.rand(2, 1, 5, 4, generator=g) > 0.3).float()
+    weight = {
+        "none": None,
+        "scalar": torch.tensor(3.0),
+        "channel": torch.tensor([2.0, 5.0, 0.5]).view(3, 1, 1),
+        "map": torch.rand(2, 1, 5, 4, generator=g) * 4,
+    }[kind]
+    every = (torch.ones(()) if weight is None else weight).double().expand(2, 3, 5, 4)
+    positive, negative = target.double() * mask.double(), (1 - target.double()) * mask.double()
+    expected = [(every * positive), positive, (every * negative), negative]
+    sums = weight_sums(target, mask, weight, weight)
+    for got, want in zip(sums.as_tuple(), expected, strict=True):
+        assert got.dtype == torch.float64
+        torch.testing.assert_close(got, want.sum(dim=(0, 2, 3)), rtol=1e-6, atol=1e-9)
+
+
+def test_no_weight_is_a_unit_pos_weight(batch):
+    """Without a weight the loss, its gradient and the sums are those of pos_weight 1 (the plain BCE path)."""
+    x, y, valid = batch
+    plain_x, unit_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    plain, plain_sums = weighted_bce(plain_x, y, valid, None)
+    unit, unit_sums = weighted_bce(unit_x, y, valid, torch.tensor(1.0))
+    torch.testing.assert_close(plain, unit)
+    plain.backward()
+    unit.backward()
+    torch.testing.assert_close(plain_x.grad, unit_x.grad)
+    for a, b in zip(plain_sums.as_tuple(), unit_sums.as_tuple(), strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_one_dimensional_channel_weight_is_refused_even_when_c_equals_w():

@@ -56,6 +56,18 @@ def test_focal_matches_torchvision(batch, gamma):
     assert loss.item() == pytest.approx(masked_mean(expected, valid), rel=1e-5)
 
 
+@pytest.mark.parametrize("gamma", [2.0, 0.5])
+def test_focal_gradient_matches_torchvision(batch, gamma):
+    x, y, valid = batch
+    y = torch.where(valid, y, torch.rand(y.shape, generator=torch.Generator().manual_seed(5)))  # some soft labels
+    ours, theirs = x.clone().requires_grad_(), x.double().requires_grad_()
+    weighted_bce(ours, y, valid, None, gamma=gamma)[0].backward()
+    mask = valid.double().expand_as(theirs)
+    elementwise = sigmoid_focal_loss(theirs, y.double(), alpha=-1, gamma=gamma, reduction="none")
+    ((elementwise * mask).sum() / mask.sum()).backward()
+    torch.testing.assert_close(ours.grad, theirs.grad.float(), rtol=1e-4, atol=1e-7)
+
+
 def test_focal_is_smaller_than_bce_and_gamma_zero_is_bce(batch):
     x, y, valid = batch
     bce, bce_sums = weighted_bce(x, y, valid, PER_CHANNEL)

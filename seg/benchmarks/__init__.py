@@ -13,6 +13,8 @@ SECTIONS = [
     "border_map",
     "audit",
     "metrics",
+    "step_overhead",
+    "training_loop",
     "data_loading",
     "validation",
     "training_speed",

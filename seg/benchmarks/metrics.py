@@ -1,104 +1,135 @@
 """Metric overhead: the per-step count update at one threshold vs a training step.
 
-Side by side in one run, per channel count C: a training step (forward, BCE, backward,
-AdamW step) of smp.Unet('resnet34', encoder_weights=None, classes=C) on [8,3,256,256]
-channels_last input, and the update training does after it: confusion_counts of the
-step's logits at logit 0 (valid mask included) summed into a running [C,4] count.
-For information (no target), the full validation update (three thresholds, threshold
-histograms, calibration sums) on the same logits.
+Interleaved in one run (:func:`seg.benchmarks.timing.interleave`, the order rotated each round), per channel
+count C: a training step (forward, BCE, backward, AdamW step) of smp.Unet(encoder, encoder_weights=None,
+classes=C) on channels_last input, and the update training does after it: confusion_counts of the step's
+logits at logit 0 (valid mask included) summed into a running [C,4] count. For information (no target),
+the full validation update (three thresholds, threshold histograms, calibration sums) on the same logits.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
+import os
 from collections.abc import Callable
-from functools import partial
-from typing import TypeVar
+from dataclasses import dataclass
 
 import torch
 
+from seg.benchmarks import timing
 from seg.scoring.metrics import confusion_counts
 from seg.scoring.validation import Evaluator
 
-T = TypeVar("T")
-
 NAME = "metrics"
 TARGET = "per-step metric update at one threshold <= 2% of a training step (resnet34 Unet, [8,C,256,256], C = 1 and 5)"
-BATCH, SIZE, LIMIT = 8, 256, 0.02
+LIMIT = 0.02
+CHANNELS = (1, 5)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+@dataclass(frozen=True)
+class Size:
+    encoder: str
+    batch: int
+    side: int
+    rounds: int  # each: one training step, one validation update, metric_repeats one-threshold updates
+    metric_repeats: int
 
 
-def _timed(fn: Callable[[], T], device: torch.device) -> tuple[float, T]:
-    _sync(device)
-    start = time.perf_counter()
-    out = fn()
-    _sync(device)
-    return time.perf_counter() - start, out
+SIZES = {
+    "full": Size("resnet34", 8, 256, 5, 20),
+    "quick": Size("resnet34", 8, 256, 2, 5),
+    "tiny": Size("resnet18", 2, 64, 1, 1),
+}
 
 
-def measure(channels: int, repeats: int, metric_repeats: int, device: torch.device) -> dict[str, float]:
-    """Median seconds of a training step, of the one-threshold update, and of the validation update."""
+def measure(channels: int, size: Size, device: torch.device) -> dict[str, timing.Spread]:
+    """Seconds of a training step, of one one-threshold update and of one validation update.
+
+    RuntimeError unless the running count holds every valid pixel once per update (tp + fp + fn + tn)."""
     import segmentation_models_pytorch as smp
 
     torch.manual_seed(0)
-    model = smp.Unet("resnet34", encoder_weights=None, classes=channels).to(device, memory_format=torch.channels_last)
+    model = smp.Unet(size.encoder, encoder_weights=None, classes=channels)
+    model = model.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    images = torch.randn(BATCH, 3, SIZE, SIZE, device=device).contiguous(memory_format=torch.channels_last)
-    target = (torch.rand(BATCH, channels, SIZE, SIZE, device=device) < 0.1).float()
-    valid = torch.ones(BATCH, 1, SIZE, SIZE, dtype=torch.bool, device=device)
+    shape = (size.batch, channels, size.side, size.side)
+    images = torch.randn(size.batch, 3, size.side, size.side, device=device).contiguous(
+        memory_format=torch.channels_last
+    )
+    target = (torch.rand(shape, device=device) < 0.1).float()
+    valid = torch.ones(size.batch, 1, size.side, size.side, dtype=torch.bool, device=device)
     running = torch.zeros(channels, 4, dtype=torch.long, device=device)
     evaluator = Evaluator(channels, device, log_q=torch.ones(channels))
+    last: dict[str, torch.Tensor] = {}
+    updates = [0]
 
-    def train_step() -> torch.Tensor:
+    def train_step() -> None:
         optimizer.zero_grad(set_to_none=True)
         logits = model(images)
         torch.nn.functional.binary_cross_entropy_with_logits(logits, target).backward()
         optimizer.step()
-        return logits.detach()
+        last["logits"] = logits.detach()
 
-    def metric_update(logits: torch.Tensor) -> None:
-        running.add_(confusion_counts(logits, target, valid, 0.0).sum(dim=0))
+    def metric_updates() -> None:
+        for _ in range(size.metric_repeats):
+            running.add_(confusion_counts(last["logits"], target, valid, 0.0).sum(dim=0))
+        updates[0] += size.metric_repeats
 
     model.train()
-    _, logits = _timed(train_step, device)  # warm-up
-    metric_update(logits)
-    evaluator.update(logits, target, valid)
-    steps, updates, validation = [], [], []
-    for _ in range(repeats):  # interleaved: the two are measured under the same conditions
-        seconds, logits = _timed(train_step, device)
-        steps.append(seconds)
-        updates += [_timed(partial(metric_update, logits), device)[0] for _ in range(metric_repeats)]
-        validation.append(_timed(partial(evaluator.update, logits, target, valid), device)[0])
-    return {
-        "step": statistics.median(steps),
-        "update": statistics.median(updates),
-        "validation": statistics.median(validation),
-    }
+    train_step()  # the logits the updates read before the first round's step
+    sync: Callable[[], None] | None = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
+    seconds = timing.interleave(
+        {
+            "step": train_step,
+            "update": metric_updates,
+            "validation": lambda: evaluator.update(last["logits"], target, valid),
+        },
+        repeats=size.rounds,
+        sync=sync,
+    )
+    counted = running.sum(dim=1).cpu()
+    expected = updates[0] * int(valid.sum())
+    if not bool((counted == expected).all()):
+        raise RuntimeError(f"the running count holds {counted.tolist()} pixels per channel, expected {expected}")
+    seconds["update"] = seconds["update"].scaled(1.0 / size.metric_repeats)
+    return seconds
 
 
 def run(size: str) -> list[str]:
-    quick = size != "full"
+    chosen = SIZES[size]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    repeats, metric_repeats = (2, 5) if quick else (5, 20)
-    lines = [
-        f"Device: {device.type}; median of {repeats} training steps (after one warm-up) and of "
-        f"{repeats * metric_repeats} metric updates.",
+    rows = []
+    for channels in CHANNELS:
+        seconds = measure(channels, chosen, device)
+        step, update, validation = seconds["step"], seconds["update"], seconds["validation"]
+        ratio = update.median / step.median
+        rows += [
+            timing.row(f"training step, C={channels}", step.scaled(1e3), "ms"),
+            timing.row(
+                f"metric update, one threshold, C={channels}",
+                update.scaled(1e3),
+                "ms",
+                f"{ratio:.2%}",
+                f"<= {LIMIT:.0%}",
+                ratio <= LIMIT,
+                2,
+            ),
+            timing.row(
+                f"validation update, all thresholds + ECE, C={channels}",
+                validation.scaled(1e3),
+                "ms",
+                f"{validation.median / step.median:.2%}",
+            ),
+        ]
+    threads = f", {torch.get_num_threads()} torch threads (the default)" if device.type == "cpu" else ""
+    return [
+        f"Device: {device.type}{threads}. smp.Unet({chosen.encoder}, encoder_weights=None, classes=C), model and "
+        f"input channels_last, batch {chosen.batch}, {chosen.side} px, random targets (10% positives), every pixel "
+        f"valid. {chosen.rounds} round(s) after one warm-up round, interleaved (timing.interleave, order rotated): a "
+        f"training step, {chosen.metric_repeats} one-threshold updates (timed together, per update), a validation "
+        f"update; medians of {chosen.rounds}. Ratio: the share of the median training step. Checked on every "
+        "run: the running count holds every valid pixel once per update. Load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs at the end.",
         "",
-        "| C | training step (ms) | metric update, one threshold (ms) | ratio | target | "
-        "validation update, all thresholds + ECE (ms, no target) |",
-        "|---|---|---|---|---|---|",
+        *timing.HEADER,
+        *rows,
     ]
-    for channels in (1, 5):
-        t = measure(channels, repeats, metric_repeats, device)
-        ratio = t["update"] / t["step"]
-        verdict = "PASS" if ratio <= LIMIT else "FAIL"
-        lines.append(
-            f"| {channels} | {1000 * t['step']:.1f} | {1000 * t['update']:.2f} | {100 * ratio:.2f}% | "
-            f"{verdict} (<= {100 * LIMIT:.0f}%) | {1000 * t['validation']:.1f} |"
-        )
-    return lines

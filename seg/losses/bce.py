@@ -67,16 +67,32 @@ class WeightSums:
         return total / (self.pos_count + self.neg_count).sum().clamp(min=1e-12)
 
 
-def weight_sums(target: torch.Tensor, mask: torch.Tensor, pos_w: torch.Tensor, neg_w: torch.Tensor) -> WeightSums:
+def weight_sums(
+    target: torch.Tensor, mask: torch.Tensor, pos_w: torch.Tensor | None, neg_w: torch.Tensor | None
+) -> WeightSums:
     """The per-channel WeightSums of weights ``pos_w`` on positives and ``neg_w`` on negatives over the
-    elements where ``mask`` ([B,1,H,W], 1 = valid) is set; soft labels count fractionally."""
-    pos_share, neg_share = target * mask, (1.0 - target) * mask
+    elements where ``mask`` ([B,1,H,W], 1 = valid) is set; soft labels count fractionally.
+
+    A weight is None (1), a () scalar, (C,1,1) or a [B,1|C,H,W] map. Only a map is multiplied pixel by
+    pixel: the others multiply the per-channel counts (negatives: valid pixels minus positives).
+    """
     dims = (0, 2, 3)
+    pos_share = target * mask
+    pos_count = pos_share.sum(dim=dims).double()
+    neg_count = mask.sum(dim=dims).double() - pos_count
+
+    def weighted(weight: torch.Tensor | None, share: Callable[[], torch.Tensor], count: torch.Tensor) -> torch.Tensor:
+        if weight is None:
+            return count
+        if weight.dim() < 4:  # () or (C,1,1): the same weight on every pixel of a channel
+            return weight.double().flatten() * count
+        return (weight * share()).sum(dim=dims).double()
+
     return WeightSums(
-        pos_weight_sum=(pos_w * pos_share).sum(dim=dims).double(),
-        pos_count=pos_share.sum(dim=dims).double(),
-        neg_weight_sum=(neg_w * neg_share).sum(dim=dims).double(),
-        neg_count=neg_share.sum(dim=dims).double(),
+        pos_weight_sum=weighted(pos_w, lambda: pos_share, pos_count),
+        pos_count=pos_count,
+        neg_weight_sum=weighted(neg_w, lambda: (1.0 - target) * mask, neg_count),
+        neg_count=neg_count,
     )
 
 
@@ -102,19 +118,23 @@ def weighted_bce(
     logits = logits.float()
     target = target.to(logits.dtype)
     mask = torch.ones_like(logits[:, :1]) if valid is None else valid.to(logits.dtype)
-    if weight is None:
-        weight = torch.ones((), device=logits.device)
-    weight = check_channel_weight(weight, target).to(logits.dtype)
-    if apply_as == "pos_weight":
+    pos_w: torch.Tensor | None
+    neg_w: torch.Tensor | None
+    if weight is None:  # no pos_weight: F.binary_cross_entropy_with_logits's plain (cheaper) path
+        elementwise = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        pos_w = neg_w = None
+    elif apply_as == "pos_weight":
+        weight = check_channel_weight(weight, target).to(logits.dtype)
         elementwise = F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight, reduction="none")
-        pos_w, neg_w = weight, torch.ones_like(weight)
+        pos_w, neg_w = weight, None
     else:
+        weight = check_channel_weight(weight, target).to(logits.dtype)
         elementwise = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="none")
         pos_w = neg_w = weight
     if gamma:
-        probs = torch.sigmoid(logits)
-        p_t = probs * target + (1.0 - probs) * (1.0 - target)
-        elementwise = elementwise * (1.0 - p_t).clamp(min=0.0) ** gamma
+        probs = torch.sigmoid(logits)  # 1 - p_t = p (1 - 2y) + y: one op on the logits' graph, not five
+        one_minus_p_t = torch.addcmul(target, probs, 1.0 - 2.0 * target)
+        elementwise = elementwise * one_minus_p_t.clamp(min=0.0) ** gamma
     elementwise = elementwise * mask
     sums = weight_sums(target, mask, pos_w, neg_w)
     total = elementwise.sum()
