@@ -53,6 +53,8 @@ def test_only_one_section_prints_its_markdown_with_the_target_line(tiny_section,
     assert tiny_section.calls == ["quick"]
     assert benchmark_app.main(["--only", "tiny", "tiny"]) == 0  # full sizes; a section named twice runs twice
     assert "; full sizes." in capsys.readouterr().out and tiny_section.calls == ["quick", "full", "full"]
+    assert benchmark_app.main(["--tiny", "--only", "tiny"]) == 0  # the size the section tests use
+    assert "; tiny sizes." in capsys.readouterr().out and tiny_section.calls[-1] == "tiny"
 
 
 def test_an_unknown_section_is_one_line_exit_2(capsys):

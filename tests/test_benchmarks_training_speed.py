@@ -16,10 +16,10 @@ def test_tiny_run_prints_every_lever_and_judges_the_loss_curves():
     assert rows[0].split(" | ")[3] == "1.00x default"
     curves = {r.split(" | ")[0][2:].split(":")[0]: r for r in rows if "loss curve" in r}
     assert set(curves) == set(names[1:])
-    assert all(r.endswith(("| PASS |", "| MISS |")) for r in curves.values())
-    # float32 in another memory layout or thread count keeps the curve; bfloat16 does not reach 1e-3
-    assert curves["NCHW (channels_last off)"].endswith("| PASS |") and curves["one thread"].endswith("| PASS |")
-    assert lines[-1].startswith("Fastest variant that keeps results equal: **")
+    # float32 in another memory layout or thread count sets the tolerance (info); the other levers are judged by it
+    assert curves["NCHW (channels_last off)"].endswith("| (info) |") and curves["one thread"].endswith("| (info) |")
+    assert curves["train.amp_cpu (bfloat16 autocast)"].endswith(("| PASS |", "| MISS |"))
+    assert lines[-1].startswith("Fastest float32 variant that keeps the loss curve: **")
 
 
 def test_every_variant_trains_the_same_batches_from_the_same_model():

@@ -9,9 +9,11 @@ channels_last, torch's default thread count), NCHW memory format, one thread (in
 model on the same batch sequence, one step per round, interleaved; the first step (compilation
 included) is timed apart: compile time = first step - median step.
 
-"Keeps results equal": the variant's per-step losses over the run against the default's, max
-relative difference <= 1e-3 (float32 reassociation, as compile gives, stays far below; bfloat16
-does not). The default should be the fastest variant that keeps results equal.
+"Keeps results equal": the variant's per-step losses over the run against the default's, max relative
+difference, within float32's own noise: the largest difference of the variants that compute the same
+float32 arithmetic in another order (NCHW, one thread), at least 1e-3. Training from scratch amplifies
+last-bit differences step by step, so no tighter tolerance holds even for the same float32 model. The
+default should be the fastest variant that keeps results equal.
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ from seg.weighting.registry import build_strategy
 NAME = "training_speed"
 TARGET = (
     "report each lever's training images/s vs today's default (float32, channels_last) and whether it keeps "
-    "the loss curve (max relative difference <= 1e-3); the default is the fastest variant that keeps it"
+    "the loss curve (max relative difference within float32's own reordering noise, at least 1e-3); the default "
+    "is the fastest variant that keeps it"
 )
-TOLERANCE = 1e-3
+MIN_TOLERANCE = 1e-3
 SIZES = {  # encoder, batch, side, timed steps, distinct batches, compile rows
     "full": ("resnet18", 8, 128, 7, 4, True),  # the default config: resnet18, batch 8, 128 px crops
     "quick": ("resnet18", 8, 128, 3, 2, False),
@@ -55,6 +58,11 @@ class Variant:
     amp_cpu: bool = False
     compile: tuple[str, ...] = ()
     threads: int | None = None  # None: torch's default
+
+    @property
+    def same_arithmetic(self) -> bool:
+        """float32 eager: the default's arithmetic in another order (memory layout, thread count)."""
+        return not self.amp_cpu and not self.compile
 
 
 def variants(with_compile: bool) -> list[Variant]:
@@ -143,14 +151,19 @@ def run(size: str) -> list[str]:
     chosen, first, spreads, difference, batch = measure(size)
     default = spreads[chosen[0].name].per_second(batch).median
     rates = {name: spread.per_second(batch) for name, spread in spreads.items()}
-    equal = {name: difference[name] <= TOLERANCE for name in difference}
-    fastest = max((name for name in rates if equal[name]), key=lambda name: rates[name].median)
+    tolerance = max([MIN_TOLERANCE] + [difference[v.name] for v in chosen if v.same_arithmetic])
+    equal = {name: difference[name] <= tolerance for name in difference}
+    # the default stays float32: bfloat16 may keep a short loss curve yet move the validation scores (README)
+    float32 = [v.name for v in chosen if not v.amp_cpu and equal[v.name]]
+    fastest = max(float32, key=lambda name: rates[name].median)
     lines = [
         f"smp Unet {encoder} from scratch, batch {batch}, {side}x{side}, C = 1, the project's training step "
         f"(train_one_epoch over one batch, loss.weighting none), CPU, torch's default of "
         f"{torch.get_num_threads()} threads; {steps} timed steps per variant after one first step, interleaved "
         f"(rotated order), images/s per step. Loss curve: {steps + 1} steps on the same batches against the "
-        f"default's. Load average {os.getloadavg()[0]:.1f} at the end."
+        f"default's, judged within float32's own noise (the NCHW and one-thread rows: the same float32 arithmetic "
+        f"in another order; here {tolerance:.4f}). Compile time as found with torch's compile cache on this "
+        f"machine (a cold cache takes longer). Load average {os.getloadavg()[0]:.1f} at the end."
         + ("" if with_compile else " train.compile rows at full size only (compiling takes over a minute)."),
         "",
         *HEADER,
@@ -167,8 +180,8 @@ def run(size: str) -> list[str]:
                 Spread.of([difference[name]]),
                 "(relative)",
                 "",
-                f"<= {TOLERANCE:.0e} to keep results equal",
-                equal[name],
+                f"<= {tolerance:.4f} (float32's noise) to keep results equal",
+                None if variant.same_arithmetic else equal[name],
                 digits=6,
             )
         )
@@ -179,7 +192,7 @@ def run(size: str) -> list[str]:
             lines.append(row(f"{name}: compile time (first step - median step)", Spread.of([compile_s]), "s"))
     lines += [
         "",
-        f"Fastest variant that keeps results equal: **{fastest}** "
+        f"Fastest float32 variant that keeps the loss curve: **{fastest}** "
         f"({rates[fastest].median / default:.2f}x the default).",
     ]
     return lines
