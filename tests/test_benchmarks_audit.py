@@ -1,18 +1,9 @@
 """Tests for seg/benchmarks/audit.py at tiny sizes: the table (a result on every row, the two judged rows
 with their targets) and the agreement of the 2-worker audit with the serial one. Timings are never checked."""
 
-from seg.benchmarks import audit, timing
+from benchmark_tables import table_rows
 
-
-def table_rows(lines: list[str]) -> list[list[str]]:
-    """The cells of each row after the paragraph and timing.HEADER; PASS or MISS where a target is given."""
-    paragraph, blank, *table = lines
-    assert paragraph and blank == "" and table[:2] == timing.HEADER
-    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in table[2:]]
-    for cells in rows:
-        assert len(cells) == 6, cells
-        assert cells[5] in (("PASS", "MISS") if cells[4] else ("(info)",)), cells
-    return rows
+from seg.benchmarks import audit
 
 
 def test_tiny_run_judges_the_serial_audit_and_the_two_workers_and_they_agree():

@@ -5,18 +5,9 @@ never checked."""
 
 import re
 
-from seg.benchmarks import data_loading, timing
+from benchmark_tables import table_rows
 
-
-def table_rows(lines: list[str]) -> list[list[str]]:
-    """The cells of each row after the paragraph and timing.HEADER; PASS or MISS where a target is given."""
-    paragraph, blank, *table = lines
-    assert paragraph and blank == "" and table[:2] == timing.HEADER
-    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in table[2:]]
-    for cells in rows:
-        assert len(cells) == 6, cells
-        assert cells[5] in (("PASS", "MISS") if cells[4] else ("(info)",)), cells
-    return rows
+from seg.benchmarks import data_loading
 
 
 def test_tiny_run_judges_the_default_loader_and_the_loaders_agree():

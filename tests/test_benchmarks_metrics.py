@@ -1,18 +1,9 @@
 """Tests for seg/benchmarks/metrics.py: the table of run("tiny") (a result on every row, the one-threshold
 update judged against its target) and the count check. Timings are never checked."""
 
-from seg.benchmarks import metrics, timing
+from benchmark_tables import table_rows
 
-
-def table_rows(lines: list[str]) -> list[list[str]]:
-    """The cells of each row after the paragraph and timing.HEADER; PASS or MISS where a target is given."""
-    paragraph, blank, *table = lines
-    assert paragraph and blank == "" and table[:2] == timing.HEADER
-    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in table[2:]]
-    for cells in rows:
-        assert len(cells) == 6, cells
-        assert cells[5] in (("PASS", "MISS") if cells[4] else ("(info)",)), cells
-    return rows
+from seg.benchmarks import metrics
 
 
 def test_tiny_run_has_the_step_the_judged_update_and_the_validation_update_per_channel_count():

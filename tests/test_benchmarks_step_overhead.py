@@ -5,20 +5,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from benchmark_tables import table_rows
 
-from seg.benchmarks import step_overhead, timing
+from seg.benchmarks import step_overhead
 from seg.weighting.border import border_weight_map, connected_instances
-
-
-def table_rows(lines: list[str]) -> list[list[str]]:
-    """The cells of each row after the paragraph and timing.HEADER; PASS or MISS where a target is given."""
-    paragraph, blank, *table = lines
-    assert paragraph and blank == "" and table[:2] == timing.HEADER
-    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in table[2:]]
-    for cells in rows:
-        assert len(cells) == 6, cells
-        assert cells[5] in (("PASS", "MISS") if cells[4] else ("(info)",)), cells
-    return rows
 
 
 def test_tiny_run_has_a_row_with_a_result_for_every_strategy_and_term():

@@ -4,19 +4,9 @@ checked."""
 
 import pytest
 import torch
+from benchmark_tables import table_rows
 
-from seg.benchmarks import timing, training_loop
-
-
-def table_rows(lines: list[str]) -> list[list[str]]:
-    """The cells of each row after the paragraph and timing.HEADER; PASS or MISS where a target is given."""
-    paragraph, blank, *table = lines
-    assert paragraph and blank == "" and table[:2] == timing.HEADER
-    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in table[2:]]
-    for cells in rows:
-        assert len(cells) == 6, cells
-        assert cells[5] in (("PASS", "MISS") if cells[4] else ("(info)",)), cells
-    return rows
+from seg.benchmarks import training_loop
 
 
 def test_tiny_run_compares_the_two_loops_and_checks_their_losses_agree():

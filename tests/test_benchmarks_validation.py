@@ -2,18 +2,9 @@
 the judged validation pass; the structure metrics row for information) and the agreement of the per-batch
 statistics, worked through in parts, with the whole-batch functions. Timings are never checked."""
 
-from seg.benchmarks import timing, validation
+from benchmark_tables import table_rows
 
-
-def table_rows(lines: list[str]) -> list[list[str]]:
-    """The cells of each row after the paragraph and timing.HEADER; PASS or MISS where a target is given."""
-    paragraph, blank, *table = lines
-    assert paragraph and blank == "" and table[:2] == timing.HEADER
-    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in table[2:]]
-    for cells in rows:
-        assert len(cells) == 6, cells
-        assert cells[5] in (("PASS", "MISS") if cells[4] else ("(info)",)), cells
-    return rows
+from seg.benchmarks import validation
 
 
 def test_tiny_run_judges_the_validation_pass_per_channel_count_and_the_statistics_agree():
