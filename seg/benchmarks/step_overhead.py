@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 
 from seg.benchmarks import timing
-from seg.config import BASE_CONFIG, MaskSpec, deep_merge, read_yaml, validate
+from seg.benchmarks.criteria import project_criterion
+from seg.config import MaskSpec
 from seg.data.counts import MaskCounts
 from seg.losses import Criterion
 from seg.weighting.border import border_weight_map, connected_instances
-from seg.weighting.registry import build_strategy
 
 NAME = "step_overhead"
 TARGET = (
@@ -83,17 +83,6 @@ def make_batch(channels: int, batch: int, side: int, seed: int = 0) -> dict:
         "weight_map": torch.from_numpy(np.stack(border))[:, None],
         "index": torch.arange(batch),
     }
-
-
-def project_criterion(weighting: str, terms: list[str], counts: MaskCounts, spec: MaskSpec) -> Criterion:
-    """The criterion training builds (:func:`seg.training.build_criterion`) from the packaged defaults with
-    ``loss.weighting`` and ``loss.terms`` set (border_map on one channel: instances from its connected
-    components)."""
-    loss: dict = {"weighting": weighting, "terms": [{"name": name} for name in terms]}
-    if weighting == "border_map" and spec.fmt == "binary":
-        loss["border"] = {"instances_from": "positive"}
-    config = validate(deep_merge(read_yaml(BASE_CONFIG), {"loss": loss}), "step_overhead").loss
-    return Criterion(build_strategy(config, counts, spec), config.apply_as, config.normalize, config.terms)
 
 
 def criteria(batch: dict) -> dict[str, Criterion]:

@@ -20,15 +20,14 @@ import torch
 import torch.nn.functional as F
 
 from seg.benchmarks import timing
-from seg.config import BASE_CONFIG, MaskSpec, deep_merge, read_yaml, validate
+from seg.benchmarks.criteria import project_criterion
+from seg.config import MaskSpec
 from seg.data.counts import count_masks
 from seg.data.dataset import SegmentationDataset, pad_collate
 from seg.data.folders import Sample
 from seg.data.synthetic import generate
 from seg.data.transforms import train_transform
 from seg.engine import StepOptions, train_one_epoch
-from seg.losses import Criterion
-from seg.weighting.registry import build_strategy
 
 NAME = "training_loop"
 TARGET = (
@@ -70,13 +69,6 @@ def make_batches(folder: Path, size: Size) -> tuple[list[dict], SegmentationData
     return [pad_collate(items[i : i + size.batch]) for i in range(0, len(items), size.batch)], dataset
 
 
-def project_criterion(dataset: SegmentationDataset) -> Criterion:
-    """The criterion training builds with the packaged defaults (weighting none, the bce term)."""
-    loss = validate(deep_merge(read_yaml(BASE_CONFIG), {}), "training_loop").loss
-    counts = count_masks(dataset.samples, dataset.spec, progress=False)
-    return Criterion(build_strategy(loss, counts, dataset.spec), loss.apply_as, loss.normalize, loss.terms)
-
-
 def plain_epoch(model: torch.nn.Module, batches: list[dict], optimizer: torch.optim.Optimizer) -> float:
     """The loop of the smp examples: the mean of the steps' losses."""
     model.train()
@@ -113,7 +105,9 @@ def run(size: str) -> list[str]:
     chosen = SIZES[size]
     with tempfile.TemporaryDirectory(prefix="seg-bench-loop-") as tmp:
         batches, dataset = make_batches(Path(tmp), chosen)
-        criterion = project_criterion(dataset)
+        criterion = project_criterion(
+            "none", ["bce"], count_masks(dataset.samples, dataset.spec, progress=False), dataset.spec
+        )
     torch.manual_seed(0)
     model = smp.Unet(chosen.encoder, encoder_weights=None, classes=1).to(memory_format=torch.channels_last)
     plain_model = copy.deepcopy(model)

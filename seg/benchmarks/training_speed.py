@@ -28,14 +28,13 @@ from typing import cast
 
 import torch
 
+from seg.benchmarks.criteria import project_criterion
 from seg.benchmarks.timing import HEADER, Spread, interleave, row, threads
-from seg.config.loading import BASE_CONFIG, load_config
 from seg.config.specs import MaskSpec
 from seg.data.counts import MaskCounts
 from seg.engine import StepOptions, train_one_epoch
 from seg.losses import Criterion
 from seg.models import build_model
-from seg.weighting.registry import build_strategy
 
 NAME = "training_speed"
 TARGET = (
@@ -91,12 +90,6 @@ def _batches(count: int, batch: int, side: int) -> list[dict]:
     return out
 
 
-def _criterion() -> Criterion:
-    loss = load_config(BASE_CONFIG).loss  # loss.weighting none, one bce term
-    spec = MaskSpec("binary", ("foreground",), (255,))
-    return Criterion(build_strategy(loss, MaskCounts(1), spec), terms=loss.terms)
-
-
 class Trainer:
     """One variant's model, optimizer and step (the project's train_one_epoch over one batch)."""
 
@@ -108,7 +101,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
-        criterion = _criterion()
+        criterion = project_criterion("none", ["bce"], MaskCounts(1), MaskSpec("binary", ("foreground",), (255,)))
         self.net = cast(torch.nn.Module, torch.compile(self.model)) if "model" in variant.compile else self.model
         self.loss = cast(Criterion, torch.compile(criterion)) if "loss" in variant.compile else criterion
         self.options = StepOptions(
