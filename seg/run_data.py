@@ -126,6 +126,7 @@ def build_datasets(
         seed=cfg.run.seed,
         sample_map=sample_map,
         foreground=foreground,
+        keep_decoded=d.keep_decoded,
     )
-    val = SegmentationDataset(data.val_samples, data.spec, eval_transform())
+    val = SegmentationDataset(data.val_samples, data.spec, eval_transform(), keep_decoded=d.keep_decoded)
     return train, val

@@ -171,6 +171,7 @@ class Loaders:
     def build(cls, cfg: Config, data: RunData, job: Job) -> Loaders:
         train_set, val_set = build_datasets(cfg, data, expand_path(cfg.run.out_dir) / ".cache" / "weightmaps")
         batch, workers = cfg.train.batch_size, cfg.data.num_workers
+        pin = job.device.type == "cuda"  # page-locked batches: the non_blocking copies to the GPU overlap the step
         shard = GlobalBatchShard(len(train_set), batch, cfg.run.seed, job.rank, job.world)
         train_loader = torch.utils.data.DataLoader(
             train_set,
@@ -180,12 +181,14 @@ class Loaders:
             collate_fn=pad_collate,
             generator=torch.Generator().manual_seed(cfg.run.seed),  # the workers' base seed, not the global RNG
             drop_last=True,
+            pin_memory=pin,
         )
         val_loader = torch.utils.data.DataLoader(
             val_set,
             batch_sampler=validation_batches(len(val_set), batch, job.rank, job.world),
             num_workers=workers,
             collate_fn=pad_collate,
+            pin_memory=pin,
         )
         steps = (
             len(train_loader)

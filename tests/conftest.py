@@ -25,6 +25,18 @@ TINY_TRAIN = [
 ]
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` are skipped where torch sees no CUDA device (CI); on a GPU they run."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _wandb_home(tmp_path_factory, monkeypatch):
     """W&B writes under the home folder unless told otherwise: keep it in a temp folder."""

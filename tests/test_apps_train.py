@@ -132,8 +132,10 @@ def test_every_weighting_trains_on_synthetic(tmp_path, synthetic_root, weighting
 
 
 def test_training_is_deterministic_on_cpu(tmp_path, synthetic_root):
+    """Twice the same numbers; the second run reads its images through a loader worker from images decoded
+    once (data.keep_decoded): neither changes a number."""
     losses = []
-    for out in ("a", "b"):
+    for out, loading in (("a", []), ("b", ["data.num_workers=1", "data.keep_decoded=true"])):
         assert (
             train(
                 "--config",
@@ -142,6 +144,7 @@ def test_training_is_deterministic_on_cpu(tmp_path, synthetic_root):
                 f"data.root={synthetic_root}",
                 "train.epochs=1",
                 "logging.wandb.mode=disabled",
+                *loading,
                 *TINY,
             )
             == 0
@@ -378,3 +381,31 @@ def test_wandb_run_of_training_and_its_evaluation(tmp_path):
     }
     (row,) = [row for row in history_rows(evaluation) if "eval/val/examples/all_masks" in row]
     assert [set(m) for m in row["eval/val/examples/all_masks"]] == [{"predictions", "ground_truth"}]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("weighting", ["per_batch", "border_map"])
+def test_training_and_evaluation_on_cuda_with_workers_and_kept_images(tmp_path, synthetic_root, weighting):
+    """On a GPU: bf16 autocast, channels_last, two loader workers over images decoded once, pinned batches;
+    the run records the GPU, and evaluate.py scores its checkpoint there."""
+    extra = ["loss.apply_as=weight", "loss.border.instances_from=instance"] if weighting.endswith("map") else []
+    common = ["--config", str(REPO / "configs" / "synthetic.yaml"), f"run.out_dir={tmp_path}"]
+    code = train(
+        *common,
+        f"data.root={synthetic_root}",
+        f"loss.weighting={weighting}",
+        "train.device=cuda",
+        "train.amp=true",
+        "train.epochs=2",
+        "data.num_workers=2",
+        "data.keep_decoded=true",
+        "logging.wandb.mode=disabled",
+        *extra,
+        *TINY,
+    )
+    assert code == 0
+    summary = json.loads((tmp_path / "synthetic" / "summary.json").read_text())
+    assert summary["provenance"]["device"]["type"] == "cuda" and summary["epochs_completed"] == 2
+    assert all(math.isfinite(v) for v in summary["val_dice_curve"])
+    run = tmp_path / "synthetic"
+    assert run_main(evaluate_app.main, ["--run", str(run), "--device", "cuda", "--no-progress"]) == 0

@@ -85,3 +85,39 @@ def test_pad_collate_pads_smaller_items_as_ignored():
     assert batch["image"].shape == (2, 3, 3, 4)
     assert batch["valid"][0].sum() == 4 and batch["valid"][1].sum() == 12
     assert batch["index"].tolist() == [0, 1]
+
+
+def test_keep_decoded_gives_the_same_items_and_reads_each_file_once(tmp_path, monkeypatch):
+    """Decoded once at construction: every item of two epochs (foreground crops, weight map, eval padding) is the
+    one a dataset decoding per item gives, and no file is read again after construction."""
+    from seg.data import dataset as dataset_module
+    from seg.data.sampling import ForegroundSampler
+
+    samples = aligned_dataset(tmp_path, size=70)
+    spec = MaskSpec("binary", ("x",), positive_values=(255,))
+    reads = []
+    real_read = dataset_module.read_image
+    monkeypatch.setattr(dataset_module, "read_image", lambda path: reads.append(path) or real_read(path))
+
+    def build(keep, transform):
+        return SegmentationDataset(
+            samples,
+            spec,
+            transform,
+            length=7,
+            seed=5,
+            sample_map=lambda s, target, valid: 1.0 + 2.0 * target[..., 0],
+            foreground=ForegroundSampler(0.5, 32),
+            keep_decoded=keep,
+        )
+
+    for transform in (train_transform(32), eval_transform()):
+        per_item, kept = build(False, transform), build(True, transform)
+        reads.clear()
+        for epoch in (0, 1):
+            per_item.set_epoch(epoch)
+            kept.set_epoch(epoch)
+            for index in range(7):
+                a, b = per_item[index], kept[index]
+                assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a if k != "index")
+        assert len(reads) == 14  # the per-item dataset's reads only

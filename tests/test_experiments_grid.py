@@ -15,6 +15,7 @@ from seg import checkpoint
 from seg.apps import compare as compare_app
 from seg.apps import train as train_app
 from seg.cli import run_main
+from seg.config import ConfigError
 from seg.experiments import grid
 from seg.experiments.experiment import load_experiment
 from seg.experiments.report import aggregate_directory
@@ -182,9 +183,45 @@ def test_nested_evaluation_scores_test_with_choices_made_on_val(tmp_path, monkey
     assert (results_dir / "results.md").read_text() == markdown
 
 
-def test_the_module_the_grid_launches_runs_with_python_m(tmp_path):
-    """--jobs N starts python -m seg.apps.train from the working directory: the module runs as a command."""
-    done = subprocess.run(
-        [sys.executable, "-m", grid.TRAIN_MODULE, "--help"], cwd=tmp_path, capture_output=True, text=True, check=False
+@pytest.mark.parametrize("module", [grid.TRAIN_MODULE, grid.EVALUATE_MODULE])
+def test_the_modules_the_grid_launches_run_with_python_m(tmp_path, module):
+    """--jobs N starts python -m seg.apps.train (and seg.apps.evaluate) from the working directory: each module
+    runs as a command."""
+    done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith(f"usage: {module.split('.')[-1]}.py"), done.stderr
+
+
+def test_limit_trains_a_slice_and_the_next_visit_finishes_the_grid_on_a_fresh_machine(tmp_path, capsys):
+    """--limit 1 twice, with runs/ gone in between (a fresh GPU machine gets only the committed results): each
+    call trains the next unfinished run and scores it on test; together they equal the whole grid's records."""
+    experiment_file = tmp_path / "nested.yaml"
+    experiment_file.write_text(NESTED)
+    experiment = load_experiment(experiment_file)
+    runs_dir, results_root = tmp_path / "runs", tmp_path / "results"
+    extra = [f"run.out_dir={runs_dir}"]
+    names = ["nested-ci-none-s0", "nested-ci-per_channel-s0"]
+    results_dir = grid.run_experiment(experiment, "ci", extra, results_root=results_root, progress=False, limit=1)
+    assert sorted(p.name for p in (results_dir / "runs").iterdir()) == [
+        f"{names[0]}.eval-test.json",
+        f"{names[0]}.json",
+    ]
+    assert "--limit 1: 1 of the 2 unfinished runs now, 1 left" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="1 of 2 run summaries missing"):  # the statistics wait for every run
+        aggregate_directory(results_dir)
+
+    shutil.rmtree(runs_dir)
+    first = (results_dir / "runs" / f"{names[0]}.eval-test.json").read_text()
+    argv = ["--experiment", str(experiment_file), "--profile", "ci", "--out", str(results_root), "--limit", "1"]
+    # --jobs 2: the run trains in a subprocess and is scored on test in the next, before the call ends
+    assert run_main(compare_app.main, [*argv, "--jobs", "2", "--set", f"run.out_dir={runs_dir}", "--no-progress"]) == 0
+    output = capsys.readouterr().out
+    assert "--limit 1: 1 of the 1 unfinished runs now, 0 left" in output and "have no last.pt" not in output
+    assert sorted(p.name for p in runs_dir.iterdir()) == [names[1]]  # only the second run trained
+    log = (runs_dir / names[1] / "compare.log").read_text()
+    assert "epoch 1/1" in log and f"{names[1]}: test" in log  # the training's output, then the evaluation's
+    assert sorted(p.name for p in (results_dir / "runs").iterdir()) == sorted(
+        f"{name}{suffix}" for name in names for suffix in (".json", ".eval-test.json")
     )
-    assert done.returncode == 0 and done.stdout.startswith("usage: train.py"), done.stderr
+    assert (results_dir / "runs" / f"{names[0]}.eval-test.json").read_text() == first
+    assert "| per_channel | " in (results_dir / "results.md").read_text()  # the whole grid: aggregated
+    assert run_main(compare_app.main, [*argv[:-2], "--limit", "0"]) == 2  # refused: one clear line, exit 2

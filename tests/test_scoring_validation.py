@@ -262,7 +262,7 @@ def test_no_shift_counts_prior_corrected_once_with_the_same_statistics():
     assert isinstance(Evaluator(3, "cpu", log_q=torch.tensor([0.0, 1.0, 0.0])).shift, torch.Tensor)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA sync-debug check needs a GPU")
+@pytest.mark.cuda
 def test_update_does_not_synchronise_on_cuda():
     logits, target, valid = (t.cuda() for t in random_data(8))
     evaluator = Evaluator(3, "cuda", log_q=torch.tensor([0.5, 1.0, 2.0]))

@@ -310,7 +310,7 @@ def test_nproc_trains_like_torchrun(tmp_path, synthetic_root):
     assert json.loads((tmp_path / "nproc" / "summary.json").read_text())["epochs_completed"] == 1
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_two_gloo_processes_on_cuda_tensors(tmp_path, synthetic_root):
     """NCCL refuses two ranks on one GPU; gloo's processes share it."""
     done = torchrun(
@@ -321,6 +321,7 @@ def test_two_gloo_processes_on_cuda_tensors(tmp_path, synthetic_root):
     assert summary["epochs_completed"] == 1 and summary["provenance"]["device"]["type"] == "cuda"
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices (NCCL: one process per GPU)")
 def test_two_nccl_processes_one_per_gpu_with_sync_batchnorm(tmp_path, synthetic_root):
     done = torchrun(tmp_path, synthetic_root, "nccl", *DDP, "train.epochs=1", "train.device=cuda")

@@ -1,10 +1,13 @@
 """Compare weighting strategies: every strategy x seed of an experiment, then honest statistics.
 
     python scripts/compare.py --experiment experiments/NAME.yaml [--profile quick|full] [--jobs N]
-                              [--set key=value ...] [--out DIR] [--aggregate-only] [--update-readme]
+                              [--limit N] [--set key=value ...] [--out DIR] [--aggregate-only]
+                              [--update-readme]
 
 Runs are named <experiment>-<profile>-<strategy>-s<seed> under run.out_dir (runs/); an
-interrupted comparison resumes (finished runs are skipped). Results go to
+interrupted comparison resumes (finished runs are skipped). --limit N trains only the next N
+unfinished runs (a slice of the grid, e.g. what fits one visit to a GPU machine); results.md
+is written once every run is recorded. Results go to
 DIR/<experiment>-<profile>/ (DIR defaults to experiments/results): results.md, results.csv,
 plots, experiment.json and runs/<run>.json (each run's summary.json). --aggregate-only
 rebuilds them from those files alone; --update-readme copies results.md into README.md
@@ -33,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="runs at a time, as subprocesses (default 1; wall time per epoch is measured with 1)",
     )
+    parser.add_argument(
+        "--limit",
+        type=at_least(1),
+        default=None,
+        help="train at most N of the unfinished runs, in the grid's order (a slice: e.g. one GPU visit)",
+    )
     add_override_argument(parser, "override a config key for every run, repeatable")
     parser.add_argument("--out", type=Path, default=None, help="results root (default experiments/results)")
     parser.add_argument("--aggregate-only", action="store_true", help="re-aggregate from the copied summaries")
@@ -45,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from seg.config import ConfigError
     from seg.experiments.experiment import load_experiment, results_directory
     from seg.experiments.grid import run_experiment
-    from seg.experiments.report import aggregate_directory, update_readme
+    from seg.experiments.report import aggregate_directory, missing_runs, update_readme
     from seg.experiments.sweeps import write_sweeps
 
     readme = Path("README.md").absolute()
@@ -58,7 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results_dir = results_directory(experiment, args.profile, args.out)
     if not args.aggregate_only:
-        run_experiment(experiment, args.profile, args.overrides, args.jobs, args.out, not args.no_progress)
+        run_experiment(
+            experiment, args.profile, args.overrides, args.jobs, args.out, not args.no_progress, limit=args.limit
+        )
+    missing = missing_runs(results_dir) if args.limit is not None else []
+    if missing:  # a slice of the grid: the statistics wait for every run
+        print(f"{len(missing)} run(s) of the grid still to train (compare.py --limit N again); results.md is written")
+        print("once all are recorded (then compare.py --aggregate-only)")
+        return 0
     aggregate_directory(results_dir)
     print(f"wrote {results_dir / 'results.md'}")
     print((results_dir / "results.md").read_text())

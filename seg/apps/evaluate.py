@@ -12,9 +12,10 @@ Exit codes: 0 done, 2 missing run/checkpoint/split or bad config (one line), 1 o
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from seg.cli import ArgumentParser, add_common_arguments, at_least, quiet_environment
+from seg.cli import ArgumentParser, add_common_arguments, at_least, quiet_environment, run_main
 
 SCRIPT = "scripts/evaluate.py"  # the command provenance records (as typed at the repository root)
 
@@ -46,3 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     name = f"eval-{args.split}{'' if args.checkpoint == 'best' else '-' + args.checkpoint}"
     print(f"written: {Path(args.run) / (name + '.json')} (.md, -overlays.png, -reliability.png)")
     return 0
+
+
+if __name__ == "__main__":  # the evaluations compare.py --jobs N starts (python -m seg.apps.evaluate)
+    sys.exit(run_main(main))

@@ -67,6 +67,7 @@ class DataConfig(_Section):
     ignore_index: MaskValue | None
     image_size: int
     num_workers: Count
+    keep_decoded: bool
     val_fraction: float
     split_seed: Count
     val_stems: list[str] | None

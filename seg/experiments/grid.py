@@ -41,6 +41,7 @@ from seg.results import EvalResult, RunSummary
 EVALUATED_CHECKPOINT = "last"  # the fixed budget's final model: no epoch is chosen on validation
 
 TRAIN_MODULE = "seg.apps.train"  # --jobs N runs each as python -m TRAIN_MODULE, from the working directory
+EVALUATE_MODULE = "seg.apps.evaluate"  # ... and scores it on test with python -m EVALUATE_MODULE
 
 
 # ------------------------------------------------------------------ the manifest
@@ -209,9 +210,12 @@ def train_in_subprocesses(
     results_dir: Path,
     manifest: Manifest,
     jobs: int,
+    evaluate: bool = False,
 ) -> None:
     """Run the grid ``jobs`` at a time, each as ``python -m seg.apps.train`` (the installed seg, from the working
-    directory) with its log in the run directory."""
+    directory) with its log in the run directory; with ``evaluate``, each run's final model is then scored on
+    the test split by ``python -m seg.apps.evaluate`` in the same slot, so that a run stopped later (a visit's
+    time running out) cannot leave a trained run without its test scores."""
     from seg.run_files import run_directory
 
     env = dict(os.environ)
@@ -226,10 +230,18 @@ def train_in_subprocesses(
         log.parent.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", TRAIN_MODULE, "--config", str(expand_path(experiment.base)), "--no-progress"]
         command += [arg for o in run.overrides for arg in ("--set", o)]
+        scoring = [sys.executable, "-m", EVALUATE_MODULE, "--run", str(run_directory(cfg)), "--split", "test"]
+        scoring += ["--checkpoint", EVALUATED_CHECKPOINT, "--overlays", "4", "--no-progress"]
         with log.open("w") as handle:
-            code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=Path.cwd()).returncode
-        if code == 0:
-            record_run(cfg, results_dir, manifest, trained_with)
+
+            def logged(argv: list[str]) -> int:
+                return subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=Path.cwd()).returncode
+
+            code = logged(command)
+            if code == 0:
+                record_run(cfg, results_dir, manifest, trained_with)
+            if code == 0 and evaluate:  # scored at once, in parallel: evaluate_grid then only copies the record
+                code = logged(scoring)
         print(f"{run.name}: {'done' if code == 0 else f'failed (exit {code}), see {log}'}", flush=True)
         return run.name, code, log
 
@@ -286,21 +298,35 @@ def run_experiment(
     jobs: int = 1,
     results_root: Path | None = None,
     progress: bool = True,
+    limit: int | None = None,
 ) -> Path:
-    """Train every run of the grid that is not finished, copy the summaries, write the manifest."""
+    """Train every run of the grid that is not finished (at most ``limit`` of them, in the plan's order: a
+    slice of the grid), copy the summaries, write the manifest, and score the recorded runs on test."""
     extra = list(extra or [])
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {limit}")
     runs = plan_runs(experiment, profile, extra)
     configs = resolve_configs(experiment, runs)
     results_dir = results_directory(experiment, profile, results_root)
     manifest = build_manifest(experiment, profile, runs, configs, extra, results_root, results_dir)
     manifest.write(results_dir)
     print(f"{experiment.name} ({profile}): {len(runs)} runs, results in {results_dir}", flush=True)
-    if jobs == 1:
-        train_in_process(configs, results_dir, manifest, progress)
-    else:
-        train_in_subprocesses(experiment, runs, configs, results_dir, manifest, jobs)
+    planned = list(zip(runs, configs, strict=True))
+    if limit is not None:
+        unfinished = [(run, cfg) for run, cfg in planned if not already_recorded(cfg, results_dir)]
+        planned = unfinished[:limit]
+        left = len(unfinished) - len(planned)
+        print(f"--limit {limit}: {len(planned)} of the {len(unfinished)} unfinished runs now, {left} left", flush=True)
+    slice_runs, slice_configs = [run for run, _ in planned], [cfg for _, cfg in planned]
+    if planned and jobs == 1:
+        train_in_process(slice_configs, results_dir, manifest, progress)
+    elif planned:
+        train_in_subprocesses(
+            experiment, slice_runs, slice_configs, results_dir, manifest, jobs, evaluate=manifest.test is not None
+        )
     if manifest.test is not None:
-        evaluate_grid(configs, results_dir, progress)
+        recorded = [cfg for cfg in configs if (results_dir / "runs" / f"{cfg.run.name}.json").is_file()]
+        evaluate_grid(recorded, results_dir, progress)
     return results_dir

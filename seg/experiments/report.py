@@ -44,20 +44,22 @@ def read_results(results_dir: Path) -> tuple[Manifest, dict[str, dict[int, RunSu
     if not manifest_path.is_file():
         raise ConfigError(f"{manifest_path}: missing; run compare.py without --aggregate-only first")
     manifest = Manifest.read(manifest_path)
-    runs: dict[str, dict[int, RunSummary]] = {name: {} for name in manifest.strategies}
-    missing = []
-    for run in manifest.runs:
-        path = results_dir / "runs" / f"{run.name}.json"
-        if path.is_file():
-            runs[run.strategy][run.seed] = RunSummary.read(path)
-        else:
-            missing.append(run.name)
+    missing = missing_runs(results_dir, manifest)
     if missing:
         raise ConfigError(
             f"{results_dir / 'runs'}: {len(missing)} of {len(manifest.runs)} run summaries missing "
             f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); run compare.py to train them"
         )
+    runs: dict[str, dict[int, RunSummary]] = {name: {} for name in manifest.strategies}
+    for run in manifest.runs:
+        runs[run.strategy][run.seed] = RunSummary.read(results_dir / "runs" / f"{run.name}.json")
     return manifest, runs
+
+
+def missing_runs(results_dir: Path, manifest: Manifest | None = None) -> list[str]:
+    """The grid's runs (the manifest's plan) whose summary is not recorded in ``results_dir/runs`` yet."""
+    manifest = manifest or Manifest.read(results_dir / MANIFEST)
+    return [run.name for run in manifest.runs if not (results_dir / "runs" / f"{run.name}.json").is_file()]
 
 
 def aggregate_directory(results_dir: Path) -> list[dict]:
