@@ -2,6 +2,8 @@
 # make test:  set up .venv if needed, run make lint, then the whole test suite.
 # make lint:  ruff (lint rules and format, line length 120) and mypy over seg/, as configured in pyproject.toml.
 # make lock:  re-resolve requirements.lock from pyproject.toml (deliberately; see below).
+# make gpu-bundle: .gpu/ for a GPU machine without network: py3.12 wheels from the lock, the data in
+#             parts (README: "Running on a GPU machine"; scripts/gpu_visit.sh runs there).
 #
 # .venv is installed from requirements.lock (every package pinned with ==), then the
 # project itself with --no-deps, so a fresh clone gets the same packages on any day.
@@ -18,7 +20,7 @@ export WANDB_SILENT := true
 # Installs exactly the lock, then the project without its dependencies.
 INSTALL_LOCK := $(PY) -m pip install --quiet -r $(LOCK) && $(PY) -m pip install --quiet --no-deps -e .
 
-.PHONY: install check-lock lock lint train test benchmark clean
+.PHONY: install check-lock lock lint train test benchmark gpu-bundle clean
 
 install: $(STAMP)
 
@@ -68,6 +70,9 @@ test: lint
 
 benchmark: check-lock
 	$(PY) scripts/benchmark.py | tee BENCHMARKS.md
+
+gpu-bundle: check-lock
+	$(PY) scripts/gpu_bundle.py
 
 clean:
 	rm -rf runs data/synthetic .pytest_cache
