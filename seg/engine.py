@@ -1,10 +1,12 @@
-"""The training loop as a handful of verbs: train_one_epoch, evaluate, overlay_examples.
+"""The training loop as a handful of verbs: train_one_epoch (train_step per batch), evaluate, overlay_examples.
 
-Nothing in the per-step path synchronises with the host: losses, weight sums and
-metric counts are accumulated as device tensors and read once per epoch. The
-finite-loss guard is the same: the step of the first non-finite loss is kept on the
+Nothing in the per-step path (:func:`train_step`) synchronises with the host: losses, weight sums
+and metric counts are accumulated as device tensors (:class:`EpochState`) and read once per epoch.
+The finite-loss guard is the same: the step of the first non-finite loss is kept on the
 device and read every ``StepOptions.check_every`` steps and at the end of the epoch; the
 per-step log (``StepOptions.on_log``) reads the interval's means once every ``log_every`` steps.
+Both reads happen in :func:`train_one_epoch`, between steps (tests/test_host_sync.py checks the
+steps of every weighting strategy and loss term under CUDA's sync-debug mode, or its CPU stand-in).
 """
 
 from __future__ import annotations
@@ -69,6 +71,88 @@ def autocast(options: StepOptions):
     return contextlib.nullcontext()
 
 
+@dataclass
+class EpochState:
+    """What the steps of an epoch add up, as device tensors (read once per epoch, never in a step).
+
+    loss_sum: the summed loss (float64); term_sum: each loss term's (float64 (T,)); counts: tp, fp, fn, tn
+    per channel at 0.5 (int64 [C,4], None before the first step); sums: the :class:`WeightSums` (None
+    before the first step); map_max: the largest map weight; channel_weight_sum: the summed (C,1,1)
+    weights, flattened (per-channel strategies; else a () zero); first_bad: the step (1-based) of the first
+    non-finite loss, -1 while none; interval: loss and mean applied weight summed since the last log
+    (float64 (2,)); steps: the steps taken (a Python int).
+    """
+
+    loss_sum: torch.Tensor
+    term_sum: torch.Tensor
+    counts: torch.Tensor | None
+    sums: WeightSums | None
+    map_max: torch.Tensor
+    channel_weight_sum: torch.Tensor
+    first_bad: torch.Tensor
+    interval: torch.Tensor
+    steps: int = 0
+
+    @classmethod
+    def start(cls, device: torch.device, num_terms: int) -> EpochState:
+        """Zeros on ``device`` for a criterion of ``num_terms`` terms (nothing seen: first_bad -1)."""
+        return cls(
+            loss_sum=torch.zeros((), device=device, dtype=torch.float64),
+            term_sum=torch.zeros(num_terms, device=device, dtype=torch.float64),
+            counts=None,
+            sums=None,
+            map_max=torch.zeros((), device=device),
+            channel_weight_sum=torch.zeros((), device=device),
+            first_bad=torch.full((), -1, device=device, dtype=torch.long),
+            interval=torch.zeros(2, device=device, dtype=torch.float64),
+        )
+
+
+def _log_every(options: StepOptions) -> int:
+    """Steps between two calls of ``options.on_log`` (0: no callback, nothing logged per interval)."""
+    return options.log_every if options.on_log is not None else 0
+
+
+def train_step(
+    model: torch.nn.Module,
+    batch: dict,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    criterion: Criterion,
+    options: StepOptions,
+    state: EpochState,
+) -> torch.Tensor:
+    """One optimisation step on ``batch`` (still on the host or already on the device), its values added
+    to ``state``; returns the loss (detached, on the device). No host synchronisation: the finite-loss
+    check and the interval log read ``state`` in :func:`train_one_epoch`, between steps."""
+    batch = to_device(batch, options)
+    with autocast(options):
+        logits = model(batch["image"])
+    loss, step_sums, weight = criterion(logits, batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    with torch.no_grad():
+        loss = loss.detach()
+        bad = ~torch.isfinite(loss)
+        state.first_bad = torch.where(bad & (state.first_bad < 0), state.steps + 1, state.first_bad)
+        state.loss_sum += loss
+        if criterion.last_terms is not None:
+            state.term_sum += criterion.last_terms
+        step_counts = confusion_counts(logits.detach().float(), batch["target"], batch["valid"]).sum(dim=0)
+        state.counts = step_counts if state.counts is None else state.counts + step_counts
+        state.sums = step_sums if state.sums is None else state.sums + step_sums
+        if weight is not None and weight.dim() == 4:
+            state.map_max = torch.maximum(state.map_max, weight.detach().amax())
+        if weight is not None and weight.dim() == 3:
+            state.channel_weight_sum = state.channel_weight_sum + weight.detach().flatten()
+        if _log_every(options):
+            state.interval += torch.stack([loss.double(), step_sums.mean_applied_weight().double()])
+    state.steps += 1
+    return loss
+
+
 def train_one_epoch(
     model: torch.nn.Module,
     loader,
@@ -78,68 +162,43 @@ def train_one_epoch(
     options: StepOptions,
     desc: str = "train",
 ) -> dict:
-    """One pass over ``loader``, minimising ``criterion`` (its strategy on the device already).
+    """One pass over ``loader`` (:func:`train_step` per batch), minimising ``criterion`` (its strategy on
+    the device already); the finite-loss check every ``options.check_every`` steps and the interval log.
 
     Returns the mean loss, train Dice (macro, at 0.5), the WeightSums, the largest map weight,
     and the mean per-channel weight over the epoch (per-channel strategies; else None).
     """
     model.train()
-    loss_sum = torch.zeros((), device=options.device, dtype=torch.float64)
-    counts, sums, map_max, steps = None, None, torch.zeros((), device=options.device), 0
-    channel_weight_sum = torch.zeros((), device=options.device)
-    term_sum = torch.zeros(len(criterion.terms), device=options.device, dtype=torch.float64)
-    first_bad = torch.full((), -1, device=options.device, dtype=torch.long)  # step of the first non-finite loss
-    interval = torch.zeros(2, device=options.device, dtype=torch.float64)  # loss and applied weight since the last log
-    log_every = options.log_every if options.on_log is not None else 0
+    state = EpochState.start(options.device, len(criterion.terms))
+    log_every = _log_every(options)
     total = len(loader) if options.max_steps is None else min(len(loader), options.max_steps)
     bar = tqdm(loader, total=total, desc=desc, leave=False, disable=not options.progress)
     for batch in bar:
-        if steps == total:
+        if state.steps == total:
             break
-        if steps and steps % options.check_every == 0:
-            raise_if_diverged(first_bad)
-        batch = to_device(batch, options)
-        with autocast(options):
-            logits = model(batch["image"])
-        loss, step_sums, weight = criterion(logits, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        with torch.no_grad():
-            bad = ~torch.isfinite(loss.detach())
-            first_bad = torch.where(bad & (first_bad < 0), steps + 1, first_bad)
-            loss_sum += loss.detach()
-            if criterion.last_terms is not None:
-                term_sum += criterion.last_terms
-            step_counts = confusion_counts(logits.detach().float(), batch["target"], batch["valid"]).sum(dim=0)
-            counts = step_counts if counts is None else counts + step_counts
-            sums = step_sums if sums is None else sums + step_sums
-            if weight is not None and weight.dim() == 4:
-                map_max = torch.maximum(map_max, weight.detach().amax())
-            if weight is not None and weight.dim() == 3:
-                channel_weight_sum = channel_weight_sum + weight.detach().flatten()
-            if log_every:
-                interval += torch.stack([loss.detach().double(), step_sums.mean_applied_weight().double()])
-        steps += 1
-        if log_every and steps % log_every == 0:
-            _log_interval(options, steps, interval / log_every, scheduler.get_last_lr()[0])
-            interval.zero_()
+        if state.steps and state.steps % options.check_every == 0:
+            raise_if_diverged(state.first_bad)
+        train_step(model, batch, optimizer, scheduler, criterion, options, state)
+        if log_every and state.steps % log_every == 0:
+            _log_interval(options, state.steps, state.interval / log_every, scheduler.get_last_lr()[0])
+            state.interval.zero_()
     bar.close()
-    raise_if_diverged(first_bad)
+    raise_if_diverged(state.first_bad)
+    counts, sums, steps = state.counts, state.sums, state.steps
     if counts is None or sums is None:
         raise ValueError("train_one_epoch: the loader yielded no batch")
     # under DDP: sums over every rank's share of the global batches (one collective each, once per epoch)
-    for total in (loss_sum, term_sum, counts, channel_weight_sum, *sums.as_tuple()):
-        all_reduce_counts(total)
-    all_reduce_max(map_max)
+    for summed in (state.loss_sum, state.term_sum, counts, state.channel_weight_sum, *sums.as_tuple()):
+        all_reduce_counts(summed)
+    all_reduce_max(state.map_max)
     shares = max(steps, 1) * world_size()  # every rank's value of each step (the global batch's loss)
+    channel_weight_sum = state.channel_weight_sum
     return {
-        "loss": float(loss_sum) / shares,
-        "terms": dict(zip(criterion.term_names, (float(v) / shares for v in term_sum.cpu()), strict=True)),
+        "loss": float(state.loss_sum) / shares,
+        "terms": dict(zip(criterion.term_names, (float(v) / shares for v in state.term_sum.cpu()), strict=True)),
         "dice": to_float(dice_score(counts[None].cpu(), "macro")),
         "sums": sums,
-        "map_max": float(map_max),
+        "map_max": float(state.map_max),
         "steps": steps,
         "mean_channel_weight": [float(w) / shares for w in channel_weight_sum.flatten().cpu()]
         if channel_weight_sum.dim()

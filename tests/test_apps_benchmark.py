@@ -10,10 +10,11 @@ import sys
 import types
 
 import pytest
+import torch
 
 from seg import provenance
 from seg.apps import benchmark as benchmark_app
-from seg.benchmarks import SECTIONS
+from seg.benchmarks import SECTIONS, gpu
 from seg.cli import run_main
 
 
@@ -75,3 +76,12 @@ def test_every_section_has_a_name_a_one_line_target_and_run():
         section = importlib.import_module(f"seg.benchmarks.{name}")
         assert section.NAME == name and callable(section.run)
         assert isinstance(section.TARGET, str) and section.TARGET and "\n" not in section.TARGET
+
+
+def test_without_cuda_the_gpu_section_prints_its_placeholder_last(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert SECTIONS[-1] == "gpu"  # a run of every section ends with it
+    assert benchmark_app.main(["--only", "gpu"]) == 0
+    lines = capsys.readouterr().out.split("\n")
+    assert lines[3:8] == ["", "## gpu", "", f"Target: {gpu.TARGET}", ""]
+    assert lines[8:] == [*gpu.PLACEHOLDER, "", ""]

@@ -1,5 +1,6 @@
-"""Tests for seg/engine.py: train_one_epoch and evaluate on a tiny model and hand-made batches, against
-the same steps written in plain PyTorch; the finite-loss guard."""
+"""Tests for seg/engine.py: train_one_epoch, train_step and evaluate on a tiny model and hand-made batches,
+against the same steps written in plain PyTorch; the finite-loss guard. (No host sync in train_step:
+tests/test_host_sync.py.)"""
 
 import copy
 
@@ -11,7 +12,7 @@ from conftest import loss_config
 
 from seg.config import MaskSpec
 from seg.data.counts import MaskCounts
-from seg.engine import StepOptions, evaluate, train_one_epoch
+from seg.engine import EpochState, StepOptions, evaluate, train_one_epoch, train_step
 from seg.errors import TrainingDiverged
 from seg.losses import Criterion
 from seg.scoring.validation import Evaluator
@@ -141,3 +142,27 @@ def test_the_step_log_gets_each_intervals_means_and_the_lr():
         net, data, optimizer, scheduler, criterion("none"), StepOptions(**{**vars(options), "on_log": None})
     )
     assert calls == []  # no callback: nothing is read per interval
+
+
+def test_train_step_adds_each_step_to_the_state_and_leaves_the_checks_to_the_epoch():
+    """The steps of train_one_epoch one by one: the plain PyTorch steps and their sums; a non-finite loss is
+    only recorded (its 1-based step in first_bad), not raised: the epoch loop reads it at its interval."""
+    data = batches()
+    net, twin = model(), model()
+    optimizer, scheduler = sgd(net)
+    loss_fn = criterion("per_channel")
+    state = EpochState.start(OPTIONS.device, 1)
+    returned = [train_step(net, batch, optimizer, scheduler, loss_fn, OPTIONS, state) for batch in data[:2]]
+
+    losses, _ = per_channel_by_hand(twin, data[:2])
+    assert state.steps == 2 and int(state.first_bad) == -1 and not returned[0].requires_grad
+    assert [float(loss) for loss in returned] == pytest.approx(losses, rel=1e-6)
+    assert float(state.loss_sum) == pytest.approx(sum(losses), rel=1e-6) == float(state.term_sum[0])
+    for trained, by_hand in zip(net.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(trained, by_hand)
+    assert state.channel_weight_sum.tolist() == pytest.approx([8.0, 38.0])  # two steps of (4, 19)
+    assert state.counts is not None and int(state.counts.sum()) == sum(int(b["valid"].sum()) * 2 for b in data[:2])
+
+    nan_batch = {**data[2], "image": data[2]["image"] * float("nan")}
+    train_step(net, nan_batch, optimizer, scheduler, loss_fn, OPTIONS, state)
+    assert state.steps == 3 and int(state.first_bad) == 3

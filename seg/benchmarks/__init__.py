@@ -18,6 +18,7 @@ SECTIONS = [
     "data_loading",
     "validation",
     "training_speed",
+    "gpu",  # last: its compile rows take minutes; without a CUDA device it prints the placeholder
     # more sections are added here, one line each
 ]
 
