@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs on a GPU machine (Python 3.12 with torch, no network), from the repository root, with the folders
-# of .gpu/ that scripts/gpu_bundle.py prepared here carried along. Every command first installs the carried
+# of .gpu/ that scripts/gpu_bundle.py prepared here carried along; gpu_bundle.py prints each command with
+# SEG_SOURCE_COMMIT and SEG_SOURCE_DIRTY in front (the copy has no .git: the runs record that commit). Every command first installs the carried
 # wheels into /tmp/seg-site and unpacks the carried data parts under /tmp/seg-data (both stay while the
 # machine is held, so a dataset can arrive in parts over consecutive commands), then:
 #
@@ -8,7 +9,11 @@
 #       nothing more (a data part carried ahead of the command that needs the whole dataset)
 #   bash scripts/gpu_visit.sh check [SECONDS]
 #       the CUDA tests (pytest -m cuda: the sync-debug checks of every strategy and loss term, bf16 and
-#       channels_last), the GPU benchmark section, then the whole suite in what is left of SECONDS (default 480)
+#       channels_last), the GPU benchmark section, a probe of weighting_isbi2012 (when its data came along),
+#       then the whole suite in what is left of SECONDS (default 480)
+#   bash scripts/gpu_visit.sh probe EXPERIMENT JOBS
+#       JOBS runs of EXPERIMENT's full profile at once for 2 epochs (apart from the results): the time per
+#       epoch, and how many runs a 540 s grid command holds
 #   bash scripts/gpu_visit.sh grid EXPERIMENT RUNS JOBS [SECONDS]
 #       the next RUNS unfinished runs of EXPERIMENT's full profile (compare.py --limit RUNS), JOBS at a time
 #       sharing the GPU, stopped after SECONDS (default 540; a run cut off is lost, the finished ones kept)
@@ -60,24 +65,28 @@ setup() {
 
 # The dataset folder an experiment trains on (its base config's data.root, under SEG_SHARED_DATA).
 dataset_of() {
-    python3 - "$1" <<'EOF'
-import sys
-from pathlib import Path
-from seg.config import expand_path, load_config
-from seg.experiments.experiment import load_experiment
-experiment = load_experiment(sys.argv[1])
-print(Path(expand_path(load_config(experiment.base).data.root)).name)
-EOF
+    python3 -c 'import sys; from pathlib import Path; from seg.apps.gpu_bundle import dataset_of
+print(dataset_of(Path(sys.argv[1])))' "$1"
+}
+
+# Runs record the commit they came from; this copy has no .git, so the command names it
+# (scripts/gpu_bundle.py prints the commands with SEG_SOURCE_COMMIT and SEG_SOURCE_DIRTY set).
+source_named() {
+    [ -d .git ] || [ -n "${SEG_SOURCE_COMMIT:-}" ]
 }
 
 check() {
     local seconds=${1:-480} start=$SECONDS left
+    source_named || say "SEG_SOURCE_COMMIT is not set: the tests that read a run's commit will fail"
     say "CUDA tests (pytest -m cuda)"
     timeout 180 python3 -m pytest -q -rs -m cuda -p no:cacheprovider tests 2>&1 | tee "$OUT/cuda-tests.log"
     [ "${PIPESTATUS[0]}" = 0 ] || status=1
     say "GPU benchmark"
     timeout 300 python3 scripts/benchmark.py --only gpu 2>&1 | tee "$OUT/gpu-benchmark.md"
     [ "${PIPESTATUS[0]}" = 0 ] || status=1
+    if [ -d "$DATA/isbi2012_membrane" ]; then
+        probe experiments/weighting_isbi2012.yaml 4
+    fi
     left=$((seconds - (SECONDS - start)))
     if [ "$left" -gt 60 ]; then
         say "the whole suite, $left s at most"
@@ -90,9 +99,36 @@ check() {
     fi
 }
 
+probe() {
+    local experiment=$1 jobs=$2 name
+    name=$(basename "$experiment" .yaml)
+    say "$name: $jobs runs of its full profile at once for 2 epochs, to size the grid slices"
+    rm -rf /tmp/seg-probe /tmp/seg-probe-runs
+    timeout 300 python3 scripts/compare.py --experiment "$experiment" --profile full --jobs "$jobs" \
+        --limit "$jobs" --no-progress --out /tmp/seg-probe --set run.out_dir=/tmp/seg-probe-runs \
+        --set train.epochs=2 --set logging.wandb.mode=disabled --set data.num_workers=3 \
+        --set data.keep_decoded=true >"$OUT/probe-$name.log" 2>&1 || status=1
+    python3 - "$experiment" "$jobs" <<'EOF' 2>&1 | tee -a "$OUT/probe-$name.log"
+import json, math, sys
+from pathlib import Path
+from seg.experiments.experiment import load_experiment, plan_runs, resolve_configs
+experiment, jobs = load_experiment(sys.argv[1]), int(sys.argv[2])
+epochs = resolve_configs(experiment, plan_runs(experiment, "full", []))[0].train.epochs
+folder = Path("/tmp/seg-probe") / f"{experiment.name}-full" / "runs"
+times = [json.loads(p.read_text())["wall_time_per_epoch_s"] for p in folder.glob("*.json") if ".eval-" not in p.name]
+if not times:
+    sys.exit("probe: no run finished; see the log above")
+run_s = max(times) * epochs + 30  # the slowest run, plus start-up and the test evaluation
+waves = max(0, math.floor((540 - 30) / run_s))
+print(f"probe: {len(times)} runs at once: {max(times):.1f} s per epoch (slowest), {epochs} epochs: about "
+      f"{run_s / 60:.1f} min a run; a 540 s command holds {waves} wave(s) of {jobs}: grid ... {waves * jobs} {jobs} 540")
+EOF
+}
+
 grid() {
     local experiment=$1 runs=$2 jobs=$3 seconds=${4:-540} name dataset
     name=$(basename "$experiment" .yaml)
+    source_named || { say "SEG_SOURCE_COMMIT is not set: the runs would record no commit (see gpu_bundle.py)"; exit 2; }
     dataset=$(dataset_of "$experiment") || { say "$experiment: cannot read it"; exit 2; }
     if [ ! -d "$DATA/$dataset" ] || [ "$data_status" != 0 ]; then
         say "$dataset: not all of it is here (carry its parts: stage the first, then this command with the last)"
@@ -117,7 +153,8 @@ setup
 case "${1:-}" in
     stage) status=0 ;;
     check) shift; check "$@" ;;
+    probe) shift; [ "$#" -ge 2 ] || { say "usage: probe EXPERIMENT JOBS"; exit 2; }; probe "$@" ;;
     grid) shift; [ "$#" -ge 3 ] || { say "usage: grid EXPERIMENT RUNS JOBS [SECONDS]"; exit 2; }; grid "$@" ;;
-    *) say "usage: bash scripts/gpu_visit.sh stage | check [SECONDS] | grid EXPERIMENT RUNS JOBS [SECONDS]"; exit 2 ;;
+    *) say "usage: bash scripts/gpu_visit.sh stage | check [SECONDS] | probe EXPERIMENT JOBS | grid EXPERIMENT RUNS JOBS [SECONDS]"; exit 2 ;;
 esac
 exit "$status"

@@ -5,7 +5,8 @@ per-run records and the W&B config, so that every number can be traced back to t
 commit (and whether the tree had uncommitted changes), the command that made it, the
 exact versions of the libraries that computed it and the hardware it ran on. The commit is that of
 the git checkout holding the working directory (None outside any checkout, e.g. an installed seg run
-from a plain folder); paths in the command are relative to the working directory when inside it.
+from a plain folder, unless SEG_SOURCE_COMMIT names the commit a copied tree came from); paths in the
+command are relative to the working directory when inside it.
 """
 
 from __future__ import annotations
@@ -40,13 +41,23 @@ def _git(directory: str, *args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+SOURCE_COMMIT = "SEG_SOURCE_COMMIT"  # outside any checkout: the commit the files were copied from (40 hex digits)
+SOURCE_DIRTY = "SEG_SOURCE_DIRTY"  # ... and "1" when that copy held uncommitted changes to tracked files
+
+
 def git_state() -> dict:
     """{"commit": sha or None (the working directory is in no git checkout), "dirty": tracked files changed
-    since the commit} of the checkout that holds the working directory."""
+    since the commit} of the checkout that holds the working directory. Outside any checkout (a copy of the
+    tree sent to another machine, which has no .git), SEG_SOURCE_COMMIT and SEG_SOURCE_DIRTY say where the
+    copy came from (scripts/gpu_bundle.py --commands writes them into the commands it prints)."""
     try:
-        return dict(_git_state(os.getcwd()))
+        state = dict(_git_state(os.getcwd()))
     except OSError:  # the working directory was removed
-        return {"commit": None, "dirty": None}
+        state = {"commit": None, "dirty": None}
+    source = os.environ.get(SOURCE_COMMIT, "")
+    if state["commit"] is None and len(source) == 40 and all(c in "0123456789abcdef" for c in source):
+        state = {"commit": source, "dirty": os.environ.get(SOURCE_DIRTY) == "1"}
+    return state
 
 
 @lru_cache(maxsize=8)

@@ -2,11 +2,13 @@
 lossless WebP) and unpacked elsewhere, part by part, with every pixel checked."""
 
 import json
+import os
+import subprocess
 
 import cv2
 import numpy as np
 import pytest
-from conftest import write_png
+from conftest import REPO, write_config, write_png
 
 from seg.apps import gpu_bundle
 from seg.cli import run_main
@@ -95,15 +97,46 @@ def test_bundle_versions_come_from_the_lock(tmp_path):
         gpu_bundle.pinned(("no-such-package",), pins)
 
 
-def test_bundle_packs_the_data_and_reports_each_commands_load(tmp_path, monkeypatch, capsys):
+@pytest.mark.skipif(not (REPO / ".git").exists(), reason="the bundle is made in a git checkout")
+def test_bundle_packs_the_data_and_prints_each_command_with_its_load(tmp_path, monkeypatch, capsys):
     shared = tmp_path / "shared"
     dataset(shared / "toy")
     monkeypatch.setenv("SEG_SHARED_DATA", str(shared))
     out = tmp_path / "bundle"
     assert run_main(gpu_bundle.main, ["--out", str(out), "--no-wheels", "--part-mib", "0.008"]) == 0
     printed = capsys.readouterr().out
-    assert "toy: " in printed and "part(s)" in printed and "check: the suite" in printed
-    parts = sorted(p.name for p in (out / "data").iterdir())
-    assert len(parts) >= 2 and all(f"data part {name}" in printed for name in parts)
+    parts = sorted((out / "data").iterdir(), key=lambda p: int(p.name.split(".")[1]))
+    assert len(parts) >= 2 and "toy: " in printed and f"in {len(parts)} part(s)" in printed
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert f"command: SEG_SOURCE_COMMIT={head} SEG_SOURCE_DIRTY=" in printed
+    assert "bash scripts/gpu_visit.sh check 480" in printed
+
+    # an experiment on the bundled data: its parts but the last go ahead (stage), the grid slice carries the last
+    write_config(tmp_path / "toy.yaml", TOY_CONFIG)
+    experiment = tmp_path / "toy_grid.yaml"
+    experiment.write_text(TOY_EXPERIMENT.format(base=tmp_path / "toy.yaml"))
+    assert gpu_bundle.dataset_of(experiment) == "toy"
+    plan = gpu_bundle.visits(out, 1.0, "ENV=1", [experiment])
+    assert [v.command.split(" ", 1)[1] for v in plan][1:] == [
+        *["bash scripts/gpu_visit.sh stage"] * (len(parts) - 1),
+        f"bash scripts/gpu_visit.sh grid {os.path.relpath(experiment, REPO)} 4 4 540",
+    ]
+    assert [v.carry[-1].split("/")[-1] for v in plan[1:]] == [p.name for p in parts]
+    assert all(v.carry[0].endswith("whl") and v.mib >= 1.0 for v in plan)
+
     assert run_main(gpu_bundle.main, ["--out", str(out), "--no-wheels", "--datasets", "nothing"]) == 2
     assert run_main(gpu_bundle.main, ["--out", str(out), "--no-wheels", "--part-mib", "0"]) == 2
+
+
+TOY_CONFIG = """
+data: {root: "${SEG_SHARED_DATA}/toy", mask_format: binary, classes: [x], positive_values: [255], synthetic: false}
+"""
+TOY_EXPERIMENT = """
+title: toy
+base: {base}
+strategies:
+  none: {{loss.weighting: none}}
+seeds: [0]
+profiles:
+  full: {{train.epochs: 1}}
+"""

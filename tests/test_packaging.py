@@ -55,7 +55,9 @@ def installed(tmp_path_factory) -> dict:
     work = tmp / "work"  # the working directory of every command: outside the checkout
     work.mkdir()
     venv_site = sysconfig.get_paths()["purelib"]  # the dependencies (torch, smp, ...)
-    run_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), venv_site])}
+    # ... or folders on PYTHONPATH (a GPU machine's wheels), never the checkout itself
+    extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != REPO]
+    run_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), venv_site, *extra])}
     run_env.update(NO_ALBUMENTATIONS_UPDATE="1", HF_HUB_OFFLINE="1", WANDB_MODE="disabled")
     return {"wheel": wheel, "site": site, "work": work, "env": run_env}
 

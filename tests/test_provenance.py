@@ -36,6 +36,7 @@ def test_command_line_quotes_arguments_and_makes_the_script_relative_to_the_work
     assert provenance.command_line(["scripts/train.py"]) == "python scripts/train.py"  # an app's SCRIPT, as typed
 
 
+@pytest.mark.skipif(not (REPO / ".git").exists(), reason="a copy of the tree without .git (a GPU machine's)")
 def test_commit_is_the_working_directory_checkouts_and_none_outside_any(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO / "seg")  # inside the checkout: its commit
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
@@ -79,3 +80,23 @@ def test_provenance_block_keys_and_values(monkeypatch):
 
 def test_package_version_of_a_missing_distribution_is_none():
     assert provenance.package_version("surely-not-an-installed-distribution") is None
+
+
+def test_outside_a_checkout_the_source_commit_names_where_a_copy_came_from(tmp_path, monkeypatch):
+    """A tree copied to a GPU machine has no .git: SEG_SOURCE_COMMIT (40 hex digits) and SEG_SOURCE_DIRTY
+    stand in; inside a checkout git's own answer wins."""
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    monkeypatch.chdir(tmp_path)
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    monkeypatch.setenv("SEG_SOURCE_COMMIT", sha)
+    monkeypatch.setenv("SEG_SOURCE_DIRTY", "1")
+    assert provenance.git_state() == {"commit": sha, "dirty": True}
+    monkeypatch.setenv("SEG_SOURCE_DIRTY", "0")
+    assert provenance.provenance("cpu")["commit"] == sha and provenance.provenance("cpu")["dirty"] is False
+    for bad in ("HEAD", sha[:12], sha.upper()):  # not a full lower-case sha: not taken
+        monkeypatch.setenv("SEG_SOURCE_COMMIT", bad)
+        assert provenance.git_state() == {"commit": None, "dirty": None}
+    if (REPO / ".git").exists():
+        monkeypatch.setenv("SEG_SOURCE_COMMIT", sha)
+        monkeypatch.chdir(REPO)
+        assert provenance.git_state()["commit"] not in (None, sha)

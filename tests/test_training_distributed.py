@@ -57,7 +57,9 @@ def torchrun(out: Path, root: Path, name: str, *overrides: str) -> subprocess.Co
 
 
 def _env() -> dict:
-    return os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    """The workers import this checkout's seg; its dependencies may come from PYTHONPATH (a GPU machine's)."""
+    paths = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(paths)}
 
 
 def error_lines(stderr: str) -> list[str]:

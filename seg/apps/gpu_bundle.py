@@ -14,8 +14,10 @@ files per command (the working tree included). This writes, under --out (default
   --part-mib MiB, colour PNGs re-encoded as lossless WebP (seg.data.packing; unpacking checks every
   pixel), so that a part fits one command beside the tree and the wheels.
 
-It ends with the size of each command's load. scripts/gpu_visit.sh runs on the machine (README: "Running
-on a GPU machine"). Exit codes: 0 done, 2 bad arguments or data, 1 other (e.g. pip could not download).
+It ends with the commands to run there (scripts/gpu_visit.sh; README: "Running on a GPU machine"): for each,
+the folders to carry, its load in MiB and the command line, which names the commit the copy comes from
+(SEG_SOURCE_COMMIT: the copy has no .git; --commands prints them again after a commit). Exit codes: 0 done,
+2 bad arguments or data or a load over the limit, 1 other (e.g. pip could not download).
 """
 
 from __future__ import annotations
@@ -24,15 +26,19 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from seg.cli import ArgumentParser, add_common_arguments
 from seg.config import ConfigError
+from seg.provenance import SOURCE_COMMIT, SOURCE_DIRTY
 
 SCRIPT = "scripts/gpu_bundle.py"  # the command provenance records (as typed at the repository root)
 REPO = Path(__file__).resolve().parents[2]
 LOCK = REPO / "requirements.lock"
 CARRY_LIMIT_MIB = 64  # what one command may take along: the working tree and the carried folders
+VISIT_SCRIPT = "scripts/gpu_visit.sh"  # what runs there
+SLICE_RUNS = 4  # runs per grid slice in the printed commands (at once; a first visit measures what fits)
 
 # The packages of requirements.lock that the GPU machine's image lacks (it holds torch, torchvision, timm,
 # huggingface-hub, safetensors, numpy, scipy, scikit-image, OpenCV, PyYAML, tqdm, matplotlib, pytest,
@@ -119,20 +125,69 @@ def tree_mib(repo: Path = REPO) -> float:
     return sum((repo / name).stat().st_size for name in listed if name and (repo / name).is_file()) / 2**20
 
 
-def loads(out: Path, tree: float) -> list[tuple[str, list[str], float]]:
-    """(what, carry, MiB) of each kind of command: the check (tests, benchmark: wheels of both kinds and the
-    first dataset's parts that fit) and one grid command per data part."""
+@dataclass(frozen=True)
+class Visit:
+    """One command on the GPU machine: what it does, the folders it carries, the command line, its load."""
+
+    what: str
+    carry: list[str]
+    command: str
+    mib: float
+
+
+def source_env(repo: Path = REPO) -> str:
+    """``SEG_SOURCE_COMMIT=<HEAD> SEG_SOURCE_DIRTY=0|1``: the copy sent to the machine has no .git, so its runs
+    record the commit it came from through these (seg.provenance; dirty: tracked files changed)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise ConfigError(f"{repo}: not a git checkout ({done.stderr.strip()})")
+        return done.stdout.strip()
+
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    return f"{SOURCE_COMMIT}={git('rev-parse', 'HEAD')} {SOURCE_DIRTY}={int(dirty)}"
+
+
+def dataset_of(experiment: Path) -> str:
+    """The dataset folder an experiment trains on: the name of its base config's data.root."""
+    from seg.config import expand_path, load_config
+    from seg.experiments.experiment import load_experiment
+
+    return expand_path(load_config(load_experiment(experiment).base).data.root).name
+
+
+def visits(out: Path, tree: float, env: str, experiments: list[Path]) -> list[Visit]:
+    """The check (tests and the GPU benchmark: both kinds of wheels and every one-part dataset that fits
+    beside them) and, per experiment whose dataset is bundled, its parts but the last staged ahead and a grid
+    slice carrying the last."""
     rel = os.path.relpath(out, REPO)
     wheels = [f"{rel}/whl"]
+
+    def visit(what: str, carry: list[str], command: str) -> Visit:
+        mib = tree + sum(folder_mib(REPO / c) for c in carry)
+        return Visit(what, carry, f"{env} bash {VISIT_SCRIPT} {command}", mib)
+
+    def parts_of(name: str) -> list[str]:
+        found = sorted((out / "data").glob(f"{name}.*"), key=lambda p: int(p.name.rsplit(".", 1)[1]))
+        return [f"{rel}/data/{p.name}" for p in found]
+
     check = [*wheels, f"{rel}/whl-tracking"]
-    parts = sorted((out / "data").glob("*.*"))
-    for part in parts:  # the check takes the datasets of one part along while they fit (the suite reads them)
-        whole = not (out / "data" / f"{part.name.rsplit('.', 1)[0]}.2").exists()
-        if whole and tree + sum(folder_mib(REPO / c) for c in [*check, f"{rel}/data/{part.name}"]) <= CARRY_LIMIT_MIB:
-            check.append(f"{rel}/data/{part.name}")
-    rows = [("check: the suite, the sync check, the GPU benchmark", check)]
-    rows += [(f"data part {part.name}", [*wheels, f"{rel}/data/{part.name}"]) for part in parts]
-    return [(what, carry, tree + sum(folder_mib(REPO / c) for c in carry)) for what, carry in rows]
+    for name in sorted({p.name.rsplit(".", 1)[0] for p in (out / "data").glob("*.*")}):
+        parts = parts_of(name)
+        if len(parts) == 1 and visit("", [*check, *parts], "").mib <= CARRY_LIMIT_MIB:
+            check += parts  # the suite reads the real data where it finds it
+    plan = [visit("check: the CUDA tests, the GPU benchmark, the suite", check, "check 480")]
+    for experiment in experiments:
+        parts = parts_of(dataset_of(experiment))
+        if not parts:
+            continue
+        for k, part in enumerate(parts[:-1], 1):
+            plan.append(visit(f"{experiment.stem}: part {k} of its data, ahead", [*wheels, part], "stage"))
+        where = os.path.relpath(experiment, REPO)
+        grid = f"grid {where} {SLICE_RUNS} {SLICE_RUNS} 540"
+        plan.append(visit(f"{experiment.stem}: a grid slice ({SLICE_RUNS} runs at once)", [*wheels, parts[-1]], grid))
+    return plan
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-wheels", action="store_true", help="leave the wheels as they are")
     parser.add_argument("--no-tracking", action="store_true", help="no wandb wheels (the suite then needs them)")
+    parser.add_argument(
+        "--commands", action="store_true", help="only print the commands for what .gpu/ holds (at the current commit)"
+    )
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     from seg.data.packing import pack
@@ -159,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         if not (shared / name).is_dir():
             raise DataError(f"{shared / name}: no such dataset folder (SEG_SHARED_DATA is {shared})")
-    if not args.no_wheels:
+    if not (args.no_wheels or args.commands):
         pins = locked_versions()
         download_wheels(pinned(RUN_PACKAGES, pins), args.out / "whl")
         print(f"{args.out / 'whl'}: {len(RUN_PACKAGES)} wheels, {folder_mib(args.out / 'whl'):.1f} MiB")
@@ -169,16 +227,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.out / 'whl-tracking'}: {len(TRACKING_PACKAGES)} wheels, {size:.1f} MiB")
     tree = tree_mib()
     part_mib = args.part_mib or CARRY_LIMIT_MIB - tree - folder_mib(args.out / "whl") - 4  # 4: the tree may grow
-    for name in names:
+    for name in [] if args.commands else names:
         parts = pack(shared / name, args.out / "data", name, part_mib)
         sizes = ", ".join(f"{folder_mib(p):.1f}" for p in parts)
         print(f"{name}: {folder_mib(shared / name):.1f} MiB in {len(parts)} part(s) of {sizes} MiB", flush=True)
-    print(f"\nEach command's load (the working tree, {tree:.1f} MiB, travels with every one; limit {CARRY_LIMIT_MIB}):")
-    too_large = False
-    for what, carry, mib in loads(args.out, tree):
-        too_large |= mib > CARRY_LIMIT_MIB
-        print(f"  {mib:5.1f} MiB  {what}: carry {carry}{'  OVER THE LIMIT' if mib > CARRY_LIMIT_MIB else ''}")
-    if too_large:
+    experiments = sorted(p for p in (REPO / "experiments").glob("*.yaml") if not p.name.endswith(".sweep.yaml"))
+    plan = visits(args.out, tree, source_env(), experiments)
+    print(f"\nThe commands (the working tree, {tree:.1f} MiB, travels with every one; limit {CARRY_LIMIT_MIB} MiB):")
+    for visit in plan:
+        over = "  OVER THE LIMIT" if visit.mib > CARRY_LIMIT_MIB else ""
+        print(f"\n{visit.mib:5.1f} MiB  {visit.what}{over}\n  carry: {visit.carry}\n  command: {visit.command}")
+    if any(visit.mib > CARRY_LIMIT_MIB for visit in plan):
         print("a load is over the limit: lower --part-mib", file=sys.stderr)
         return 2
     return 0
