@@ -60,8 +60,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
     keep_decoded: decode every sample once, here, and keep the arrays (image, target, valid and the
     sample map, and with ``foreground`` each image's positive locations) in memory: worker processes forked
     later share them, so each image is decoded once per training process instead of once per item (and
-    the locations are not searched again in each epoch's new workers). Costs the decoded size in memory (CamVid's 367 training
-    images with 12 channels: about 1 GB).
+    the locations are not searched again in each epoch's new workers). Costs the decoded size in memory
+    (CamVid's 367 training images with 12 channels: about 1 GB).
     """
 
     def __init__(
