@@ -22,6 +22,7 @@ the folders to carry, its load in MiB and the command line, which names the comm
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -80,13 +81,13 @@ PLATFORMS = (
 
 
 def locked_versions(lock: Path = LOCK) -> dict[str, str]:
-    """``{package: version}`` of requirements.lock's ``name==version`` lines."""
-    pins = {}
-    for line in lock.read_text().splitlines():
-        if "==" in line and not line.startswith((" ", "#")):
-            name, version = line.split("==", 1)
-            pins[name.strip().lower()] = version.split()[0].strip(" \\")
-    return pins
+    """``{canonical name: version}`` of requirements.lock, read by scripts/check_lock.py's ``read_lock`` (the
+    lock's one reader; a script, standard library only, so loaded from its file)."""
+    spec = importlib.util.spec_from_file_location("check_lock", REPO / "scripts" / "check_lock.py")
+    assert spec is not None and spec.loader is not None
+    check_lock = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check_lock)
+    return check_lock.read_lock(lock)
 
 
 def pinned(packages: tuple[str, ...], pins: dict[str, str]) -> list[str]:
@@ -164,9 +165,11 @@ def visits(out: Path, tree: float, env: str, experiments: list[Path]) -> list[Vi
     rel = os.path.relpath(out, REPO)
     wheels = [f"{rel}/whl"]
 
+    def load(carry: list[str]) -> float:
+        return tree + sum(folder_mib(REPO / c) for c in carry)
+
     def visit(what: str, carry: list[str], command: str) -> Visit:
-        mib = tree + sum(folder_mib(REPO / c) for c in carry)
-        return Visit(what, carry, f"{env} bash {VISIT_SCRIPT} {command}", mib)
+        return Visit(what, carry, f"{env} bash {VISIT_SCRIPT} {command}", load(carry))
 
     def parts_of(name: str) -> list[str]:
         found = sorted((out / "data").glob(f"{name}.*"), key=lambda p: int(p.name.rsplit(".", 1)[1]))
@@ -175,7 +178,7 @@ def visits(out: Path, tree: float, env: str, experiments: list[Path]) -> list[Vi
     check = [*wheels, f"{rel}/whl-tracking"]
     for name in sorted({p.name.rsplit(".", 1)[0] for p in (out / "data").glob("*.*")}):
         parts = parts_of(name)
-        if len(parts) == 1 and visit("", [*check, *parts], "").mib <= CARRY_LIMIT_MIB:
+        if len(parts) == 1 and load([*check, *parts]) <= CARRY_LIMIT_MIB:
             check += parts  # the suite reads the real data where it finds it
     plan = [visit("check: the CUDA tests, the GPU benchmark, the suite", check, "check 480")]
     for experiment in experiments:
